@@ -1,0 +1,1 @@
+"""Shared package of the k6 experiment ingestion service: models, database access and storage."""

@@ -1,0 +1,153 @@
+"""The API's error contract, in one place: every failure is `{"error", "message", "details"}` with its status.
+
+400 malformed JSON, 409 idempotency conflict, 413 body over 256 KiB, 415 not JSON, 422 validation (each
+offending field named), 503 + Retry-After when the database is unavailable, 500 for our own bugs (logged,
+never shown). Domain exceptions are mapped here by type, never by matching messages.
+"""
+
+from __future__ import annotations
+
+import base64
+from http import HTTPStatus
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
+
+from experiments.db import DatabaseUnavailable
+from experiments.models import ErrorBody, ErrorDetail
+from experiments.store import IdempotencyConflict
+
+MAX_BODY_BYTES = 256 * 1024
+RETRY_AFTER_SECONDS = 2
+
+logger = Logger(child=True)
+
+
+class PayloadTooLarge(Exception):
+    """The request body is over MAX_BODY_BYTES."""
+
+
+class UnsupportedMediaType(Exception):
+    """The request body is declared as something other than JSON."""
+
+
+def check_body(event: APIGatewayProxyEvent) -> None:
+    """Refuse bodies over the size limit or not declared as JSON (a missing Content-Type counts as JSON)."""
+    body = event.body or ""
+    size = len(base64.b64decode(body)) if event.is_base64_encoded else len(body.encode("utf-8", "surrogatepass"))
+    if size > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the body is {size} bytes; at most {MAX_BODY_BYTES} (256 KiB) are accepted")
+    content_type = (event.headers.get("content-type") or "application/json").split(";")[0].strip().lower()
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise UnsupportedMediaType(f"Content-Type must be application/json, not {content_type}")
+
+
+def error_response(
+    status: HTTPStatus, error: str, message: str, details: list[ErrorDetail] | None = None, **headers: str
+) -> Response:
+    body = ErrorBody(error=error, message=message, details=details or [])
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=body.model_dump(),
+        headers=headers or None,
+    )
+
+
+def field_name(location: tuple[Any, ...]) -> str:
+    """`("body", "metricsSummary", "p95_ms")` → `metricsSummary.p95_ms`; headers and queries say so."""
+    where, *path = location or ("body",)
+    dotted = ".".join(str(part) for part in path if part != "[key]")
+    if where == "body":
+        return dotted or "body"
+    return f"{where} {dotted}".strip()
+
+
+def validation_details(errors: list[dict[str, Any]]) -> list[ErrorDetail]:
+    details = []
+    for error in errors:
+        reason = error.get("msg", error.get("type", "invalid"))
+        details.append(
+            ErrorDetail(field=field_name(tuple(error.get("loc", ()))), reason=reason.removeprefix("Value error, "))
+        )
+    return details
+
+
+def register_error_handlers(app: APIGatewayRestResolver) -> None:
+    """Map every exception a route can raise to the error contract."""
+
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(error: RequestValidationError) -> Response:
+        problem = _body_problem(app.current_event)
+        if problem is not None:
+            return problem
+        errors = list(error.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            ctx = errors[0].get("ctx") or {}
+            return error_response(
+                HTTPStatus.BAD_REQUEST,
+                "malformed_json",
+                f"the body is not valid JSON: {ctx.get('error', '')}".rstrip(": "),
+            )
+        details = validation_details(errors)
+        fields = ", ".join(dict.fromkeys(detail.field for detail in details))
+        return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, "validation_failed", f"invalid: {fields}", details)
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def unsupported_content_type(error: RequestUnsupportedContentType) -> Response:
+        return _body_problem(app.current_event) or error_response(
+            HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Content-Type must be application/json"
+        )
+
+    @app.exception_handler(PayloadTooLarge)
+    def too_large(error: PayloadTooLarge) -> Response:
+        return error_response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "payload_too_large", str(error))
+
+    @app.exception_handler(UnsupportedMediaType)
+    def not_json(error: UnsupportedMediaType) -> Response:
+        return error_response(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", str(error))
+
+    @app.exception_handler(RecursionError)
+    def nested_too_deeply(error: RecursionError) -> Response:
+        return error_response(HTTPStatus.BAD_REQUEST, "malformed_json", "the body's JSON is nested too deeply")
+
+    @app.exception_handler(IdempotencyConflict)
+    def key_reused(error: IdempotencyConflict) -> Response:
+        return error_response(
+            HTTPStatus.CONFLICT,
+            "idempotency_conflict",
+            "this Idempotency-Key was already used with a different body",
+            [ErrorDetail(field="header Idempotency-Key", reason="already used with a different body")],
+        )
+
+    @app.exception_handler(DatabaseUnavailable)
+    def database_unavailable(error: DatabaseUnavailable) -> Response:
+        logger.warning("database unavailable", extra={"reason": str(error)})
+        return error_response(
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database is unavailable; nothing was stored, retry later",
+            **{"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+    @app.exception_handler(Exception)
+    def unexpected(error: Exception) -> Response:
+        logger.exception("unexpected error")
+        return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "internal error; nothing was stored")
+
+
+def _body_problem(event: APIGatewayProxyEvent) -> Response | None:
+    """A 413 or 415 takes precedence over whatever the validator found in such a body."""
+    try:
+        check_body(event)
+    except PayloadTooLarge as error:
+        return error_response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "payload_too_large", str(error))
+    except UnsupportedMediaType as error:
+        return error_response(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", str(error))
+    return None

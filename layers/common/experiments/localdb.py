@@ -1,0 +1,27 @@
+"""The database for local mode: `DATABASE_URL` when set, else an embedded PostgreSQL from the `pgserver` wheel.
+
+Used by scripts and tests only (never in Lambda); `pgserver` is a dev dependency, imported on demand.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3] / ".local" / "pgdata"
+
+
+def embedded_server(data_dir: Path, *, delete_on_exit: bool = False):  # -> pgserver.PostgresServer
+    """Start (or join) the embedded PostgreSQL in `data_dir`; it stops when the last process using it exits."""
+    import pgserver  # dev dependency: only local mode needs it
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return pgserver.get_server(data_dir, cleanup_mode="delete" if delete_on_exit else "stop")
+
+
+def database_url(data_dir: Path = DEFAULT_DATA_DIR) -> str:
+    """`DATABASE_URL` if set, else the URL of the embedded PostgreSQL under `data_dir` (started if needed)."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    return embedded_server(data_dir).get_uri()

@@ -1,0 +1,175 @@
+"""Wire shapes of the API and the rules every report must pass before anything is written.
+
+A report that validates here can always be stored: values fit `DECIMAL(10,4)`, strings hold no character
+PostgreSQL refuses (NUL, lone surrogates), and metadata is plain JSON of bounded depth. So storage errors
+are never the client's fault, and a bad report is a 422 that names the field, never a 500.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PlainSerializer,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+MAX_VALUE = Decimal("999999.9999")  # DECIMAL(10,4)
+FOUR_PLACES = Decimal("0.0001")
+MAX_METRICS = 50
+MAX_METADATA_DEPTH = 16
+# Top-level metadata keys the service fills in itself.
+RESERVED_METADATA_KEYS = frozenset({"rawFile", "ingest"})
+
+
+def storable_text(text: str) -> str:
+    """Reject what PostgreSQL cannot store in TEXT or JSONB: NUL characters and lone surrogates."""
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    return text
+
+
+def not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be blank")
+    return text
+
+
+def to_stored_decimal(value: float) -> Decimal:
+    """The value exactly as `DECIMAL(10,4)` stores it (rounded half away from zero, as PostgreSQL does)."""
+    exact = Decimal(repr(value))
+    stored = exact.quantize(FOUR_PLACES, rounding=ROUND_HALF_UP) if exact < 2 * MAX_VALUE else exact
+    if stored > MAX_VALUE:
+        raise ValueError(f"must be at most {MAX_VALUE} (the column is DECIMAL(10,4))")
+    return stored
+
+
+def parse_iso_datetime(value: Any) -> Any:
+    """Accept ISO 8601 strings only (no epoch numbers), so a date's meaning is never guessed."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 date-time string, e.g. 2025-11-01T12:00:00Z")
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be an ISO 8601 date-time, e.g. 2025-11-01T12:00:00Z") from None
+
+
+def to_utc_millis(moment: datetime) -> datetime:
+    """UTC without time zone, to the millisecond: what `TIMESTAMP(3)` stores (a naive input counts as UTC)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def check_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Bounded depth, storable strings everywhere, and no key the service sets itself."""
+    reserved = RESERVED_METADATA_KEYS & metadata.keys()
+    if reserved:
+        raise ValueError(f"keys {sorted(reserved)} are reserved (rawFile goes at the top level)")
+
+    def walk(node: Any, path: str, depth: int) -> None:
+        if depth > MAX_METADATA_DEPTH:
+            raise ValueError(f"{path}: must not nest deeper than {MAX_METADATA_DEPTH} levels")
+        try:
+            if isinstance(node, str):
+                storable_text(node)
+            elif isinstance(node, dict):
+                for key in node:
+                    storable_text(key)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
+        children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, child in children:
+            walk(child, f"{path}.{key}" if isinstance(key, str) else f"{path}[{key}]", depth + 1)
+
+    walk(metadata, "metadata", 1)
+    return metadata
+
+
+Name = Annotated[str, StringConstraints(max_length=200), AfterValidator(storable_text), AfterValidator(not_blank)]
+Variant = Annotated[str, StringConstraints(max_length=100), AfterValidator(storable_text), AfterValidator(not_blank)]
+Notes = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(storable_text)]
+FilePath = Annotated[str, StringConstraints(max_length=1024), AfterValidator(storable_text)]
+MetricName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+MetricValue = Annotated[
+    float,
+    Field(strict=True, ge=0, allow_inf_nan=False),
+    AfterValidator(to_stored_decimal),
+    PlainSerializer(float, return_type=float),
+]
+ReportDate = Annotated[datetime, BeforeValidator(parse_iso_datetime), AfterValidator(to_utc_millis)]
+Metadata = Annotated[dict[str, JsonValue], AfterValidator(check_metadata)]
+
+
+class ExperimentReport(BaseModel):
+    """The body of `POST /experiments/report`: the original doc's reporter payload plus `variant` and `metadata`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name = Field(description="Experiment name; without `variant`, the part after its last `_` is the variant")
+    variant: Variant | None = Field(default=None, validate_default=True, description="e.g. baseline, cached")
+    date: ReportDate | None = Field(default=None, description="When the run happened (ISO 8601); default now")
+    notes: Notes | None = Field(default=None, description="Stored as the rows' description")
+    metricsSummary: dict[MetricName, MetricValue] = Field(
+        min_length=1,
+        max_length=MAX_METRICS,
+        description="1 to 50 metrics, e.g. p95_ms; finite numbers in [0, 999999.9999]",
+    )
+    rawFile: FilePath | None = Field(default=None, description="Path of the k6 summary file")
+    metadata: Metadata | None = None
+
+    @field_validator("variant")
+    @classmethod
+    def _variant_given_or_in_name(cls, variant: str | None, info: ValidationInfo) -> str | None:
+        name = info.data.get("name")
+        if variant is None and name is not None:
+            head, _, tail = name.rpartition("_")
+            if not head.strip() or not tail.strip():
+                raise ValueError("required when the name does not end in _<variant> (e.g. lru_cache_baseline)")
+        return variant
+
+    @model_validator(mode="after")
+    def _split_variant_from_name(self) -> ExperimentReport:
+        """`lru_cache_baseline` without a variant is experiment `lru_cache`, variant `baseline`."""
+        if self.variant is None:
+            self.name, _, self.variant = self.name.rpartition("_")
+        return self
+
+
+class ReportStored(BaseModel):
+    """The 201 answer (and the 200 replay of it): what was stored, with the id of each metric's row."""
+
+    name: str
+    variant: str
+    createdAt: str = Field(description="UTC, ISO 8601 with milliseconds")
+    ids: dict[str, str] = Field(description="metric name → row id (uuid)")
+
+
+class ErrorDetail(BaseModel):
+    field: str = Field(description="where the problem is, e.g. metricsSummary.p95_ms or header Idempotency-Key")
+    reason: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the API."""
+
+    error: str = Field(description="machine-readable code, e.g. validation_failed")
+    message: str
+    details: list[ErrorDetail] = Field(default_factory=list)

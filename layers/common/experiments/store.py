@@ -1,0 +1,125 @@
+"""Storing a validated report: one `experiments` row per metric, plus its idempotency record, atomically.
+
+With an `Idempotency-Key`, claiming the key and inserting the rows is ONE statement: the rows are inserted
+only if this request claimed the key. A second request with the same key waits on the key's unique index
+until the first commits, then finds the key taken and answers from the stored response (replay) or, when
+its body differs, with a conflict. So a report is stored exactly once, however often and concurrently it is
+retried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from experiments.models import ExperimentReport, ReportStored, to_utc_millis
+
+INSERT_ROWS = """
+INSERT INTO experiments (id, name, description, variant, metric, value, metadata, "createdAt")
+SELECT m.id, %(name)s, %(description)s, %(variant)s, m.metric, m.value, %(metadata)s, %(created_at)s
+FROM unnest(%(ids)s::text[], %(metrics)s::text[], %(values)s::numeric[]) AS m(id, metric, value)
+"""
+
+CLAIM_KEY_AND_INSERT_ROWS = """
+WITH claimed AS (
+    INSERT INTO ingest.idempotency_keys (key, request_hash, response)
+    VALUES (%(key)s, %(request_hash)s, %(response)s)
+    ON CONFLICT (key) DO NOTHING
+    RETURNING key
+)
+INSERT INTO experiments (id, name, description, variant, metric, value, metadata, "createdAt")
+SELECT m.id, %(name)s, %(description)s, %(variant)s, m.metric, m.value, %(metadata)s, %(created_at)s
+FROM unnest(%(ids)s::text[], %(metrics)s::text[], %(values)s::numeric[]) AS m(id, metric, value)
+WHERE EXISTS (SELECT FROM claimed)
+"""
+
+STORED_RESPONSE = "SELECT request_hash, response FROM ingest.idempotency_keys WHERE key = %(key)s"
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was already used for a different report."""
+
+
+@dataclass(frozen=True)
+class RequestSource:
+    """Where a report came from, kept in each row's metadata under `ingest`."""
+
+    request_id: str | None = None
+    source_ip: str | None = None
+    user_agent: str | None = None
+
+
+@dataclass(frozen=True)
+class SaveOutcome:
+    stored: ReportStored
+    replayed: bool
+
+
+def request_fingerprint(report: ExperimentReport) -> str:
+    """Hash of the report's meaning: the same report in another key order or spacing has the same hash."""
+    canonical = json.dumps(report.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def row_metadata(report: ExperimentReport, idempotency_key: str | None, source: RequestSource) -> dict[str, Any]:
+    """The client's metadata plus `rawFile` and what the service knows of the request (`ingest`)."""
+    ingest = {
+        "idempotencyKey": idempotency_key,
+        "requestId": source.request_id,
+        "sourceIp": source.source_ip,
+        "userAgent": source.user_agent,
+    }
+    metadata: dict[str, Any] = dict(report.metadata or {})
+    if report.rawFile is not None:
+        metadata["rawFile"] = report.rawFile
+    metadata["ingest"] = {key: value for key, value in ingest.items() if value is not None}
+    return metadata
+
+
+def save_report(
+    connection: psycopg.Connection,
+    report: ExperimentReport,
+    *,
+    idempotency_key: str | None = None,
+    source: RequestSource = RequestSource(),
+) -> SaveOutcome:
+    """Insert the report's rows (inside the caller's transaction), or replay what its key already stored."""
+    created_at = report.date or to_utc_millis(datetime.now(UTC))
+    ids = {metric: str(uuid.uuid4()) for metric in report.metricsSummary}
+    stored = ReportStored(
+        name=report.name,
+        variant=report.variant or "",
+        createdAt=created_at.isoformat(timespec="milliseconds") + "Z",
+        ids=ids,
+    )
+    params = {
+        "name": report.name,
+        "description": report.notes,
+        "variant": report.variant,
+        "metadata": Jsonb(row_metadata(report, idempotency_key, source)),
+        "created_at": created_at,
+        "ids": list(ids.values()),
+        "metrics": list(report.metricsSummary),
+        "values": list(report.metricsSummary.values()),
+    }
+    if idempotency_key is None:
+        connection.execute(INSERT_ROWS, params)
+        return SaveOutcome(stored=stored, replayed=False)
+
+    request_hash = request_fingerprint(report)
+    # Kept as JSON text, not JSONB, so a replay lists the ids in the order of the first answer.
+    claim = {"key": idempotency_key, "request_hash": request_hash, "response": stored.model_dump_json()}
+    if connection.execute(CLAIM_KEY_AND_INSERT_ROWS, params | claim).rowcount > 0:
+        return SaveOutcome(stored=stored, replayed=False)
+
+    stored_hash, stored_response = connection.execute(STORED_RESPONSE, {"key": idempotency_key}).fetchone()
+    if stored_hash != request_hash:
+        raise IdempotencyConflict(idempotency_key)
+    return SaveOutcome(stored=ReportStored.model_validate_json(stored_response), replayed=True)
