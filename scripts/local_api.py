@@ -544,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = "from --api-key/EXPERIMENTS_API_KEY" if supplied else api_key
     print(f"Local API on http://{host}:{port} (key: {shown})", flush=True)
     try:
-        server.serve_forever()
+        server.serve_forever(poll_interval=0.1)
     finally:
         server.server_close()
     print("Local API stopped", flush=True)

@@ -7,20 +7,20 @@ so nothing left over from an earlier run matters.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
+from support import Answer, LambdaContext, api_event, load_function
 
 from experiments.localdb import embedded_server
 from experiments.migrations import apply_migrations
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-EVENTS_DIR = REPO_ROOT / "events"
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +53,35 @@ def db(database_url: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("TRUNCATE experiments, ingest.idempotency_keys")
         yield conn
+
+
+@pytest.fixture
+def report_app(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """The report function's module, talking to the test database (a fresh connection per test)."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    module = load_function("report")
+    yield module
+    module.database.close()
+
+
+@pytest.fixture
+def invoke(report_app: ModuleType) -> Callable[[dict[str, Any]], Answer]:
+    """Call `lambda_handler` with an event and decode its answer."""
+
+    def call(event: dict[str, Any]) -> Answer:
+        response = report_app.lambda_handler(event, LambdaContext())
+        headers = {k: v[-1] for k, v in (response.get("multiValueHeaders") or {}).items()}
+        headers.update(response.get("headers") or {})
+        return Answer(response["statusCode"], headers, json.loads(response["body"]) if response["body"] else None)
+
+    return call
+
+
+@pytest.fixture
+def post(invoke: Callable[[dict[str, Any]], Answer]) -> Callable[..., Answer]:
+    """POST a report body (or a raw body) through the handler: `post(body, headers={...})`."""
+
+    def call(body: Any = None, **kwargs: Any) -> Answer:
+        return invoke(api_event(body, **kwargs))
+
+    return call

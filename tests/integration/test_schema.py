@@ -1,0 +1,102 @@
+"""Our migrations create exactly the Prisma backend's table, and run safely where Prisma already did."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from experiments.migrations import apply_migrations
+
+pytestmark = pytest.mark.integration
+
+PRISMA_DDL = (Path(__file__).parents[1] / "fixtures" / "prisma_experiments_migration.sql").read_text()
+
+CATALOG = {
+    "columns": """
+        SELECT column_name, data_type, numeric_precision, numeric_scale, datetime_precision,
+               is_nullable, column_default, ordinal_position
+        FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'experiments'
+        ORDER BY ordinal_position""",
+    "indexes": """
+        SELECT indexname, indexdef FROM pg_indexes
+        WHERE schemaname = 'public' AND tablename = 'experiments' ORDER BY indexname""",
+    "constraints": """
+        SELECT conname, contype, pg_get_constraintdef(oid) FROM pg_constraint
+        WHERE conrelid = 'public.experiments'::regclass ORDER BY conname""",
+    "public_tables": """
+        SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name""",
+}
+
+
+def catalog(url: str) -> dict[str, list[tuple]]:
+    with psycopg.connect(url) as conn:
+        return {name: conn.execute(query).fetchall() for name, query in CATALOG.items()}
+
+
+@pytest.fixture
+def new_database(server_url: str) -> Iterator[Callable[[], str]]:
+    """Make empty databases on the test server; all dropped at the end."""
+    names: list[str] = []
+
+    def make() -> str:
+        names.append(f"k6exp_schema_{uuid.uuid4().hex[:10]}")
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{names[-1]}"')
+        return make_conninfo(server_url, dbname=names[-1])
+
+    yield make
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        for name in names:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_our_table_equals_the_prisma_table(new_database: Callable[[], str]) -> None:
+    prisma, ours = new_database(), new_database()
+    with psycopg.connect(prisma, autocommit=True) as conn:
+        conn.execute(PRISMA_DDL)
+    apply_migrations(ours)
+
+    expected, actual = catalog(prisma), catalog(ours)
+    assert actual == expected
+    assert [c[0] for c in actual["columns"]] == [
+        "id", "name", "description", "variant", "metric", "value", "metadata", "createdAt",
+    ]  # fmt: skip
+    assert {i[0] for i in actual["indexes"]} == {
+        "experiments_pkey", "experiments_name_idx", "experiments_variant_idx",
+        "experiments_metric_idx", "experiments_createdAt_idx",
+    }  # fmt: skip
+
+
+def test_our_bookkeeping_stays_out_of_prismas_schema(new_database: Callable[[], str]) -> None:
+    url = new_database()
+    apply_migrations(url)
+    assert catalog(url)["public_tables"] == [("experiments",)]
+
+
+def test_migrating_a_prisma_database_changes_nothing_of_prismas(new_database: Callable[[], str]) -> None:
+    url = new_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(PRISMA_DDL)
+        conn.execute(
+            """INSERT INTO experiments (id, name, variant, metric, value)
+               VALUES ('prisma-row', 'n', 'v', 'p95_ms', 1.5)"""
+        )
+    before = catalog(url)
+
+    assert apply_migrations(url) == ["0001_experiments"]
+    assert catalog(url) == before
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT id FROM experiments").fetchall() == [("prisma-row",)]
+
+
+def test_migrations_apply_once(new_database: Callable[[], str]) -> None:
+    url = new_database()
+    assert apply_migrations(url) == ["0001_experiments"]
+    assert apply_migrations(url) == []
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT version FROM ingest.schema_migrations").fetchall() == [("0001_experiments",)]

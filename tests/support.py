@@ -1,0 +1,66 @@
+"""Helpers for tests: Lambda context, API Gateway events, loading a function's handler."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import psycopg
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EVENTS_DIR = REPO_ROOT / "events"
+
+
+class LambdaContext:
+    """The few attributes of the Lambda context that Powertools reads."""
+
+    function_name = "ReportFunction"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 256
+    invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:ReportFunction"
+    aws_request_id = "00000000-0000-4000-8000-000000000000"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 10_000
+
+
+def load_function(name: str) -> ModuleType:
+    """Import `functions/<name>/app.py` as its own module, as Lambda would (every handler file is app.py)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_app", REPO_ROOT / "functions" / name / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def api_event(
+    body: Any = None,
+    *,
+    raw_body: str | None = None,
+    headers: dict[str, str] | None = None,
+    drop_headers: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """An API Gateway REST proxy event for POST /experiments/report, built on `events/report_201_valid.json`."""
+    event = json.loads((EVENTS_DIR / "report_201_valid.json").read_text())
+    merged = {k: v for k, v in event["headers"].items() if k.lower() not in {"idempotency-key", *drop_headers}}
+    merged.update(headers or {})
+    event["headers"] = merged
+    event["multiValueHeaders"] = {k: [v] for k, v in merged.items()}
+    event["requestContext"]["requestId"] = str(uuid.uuid4())
+    event["body"] = raw_body if raw_body is not None else json.dumps(body)
+    return event
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+
+def count_rows(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT count(*) FROM experiments").fetchone()[0]

@@ -1,0 +1,130 @@
+"""The report's field rules, without I/O: what is accepted, what is refused and which field is named."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from experiments.models import ExperimentReport
+
+VALID = {"name": "lru_cache", "variant": "baseline", "metricsSummary": {"p50_ms": 120, "rps": 20.5}}
+
+
+def report(**changes: Any) -> dict[str, Any]:
+    return {**VALID, **changes}
+
+
+def rejected_fields(body: dict[str, Any]) -> set[str]:
+    with pytest.raises(ValidationError) as caught:
+        ExperimentReport.model_validate(body)
+    return {".".join(str(p) for p in error["loc"] if p != "[key]") for error in caught.value.errors()}
+
+
+def test_variant_is_split_from_the_name_at_its_last_underscore() -> None:
+    parsed = ExperimentReport.model_validate({"name": "lru_cache_baseline", "metricsSummary": {"p50_ms": 1}})
+    assert (parsed.name, parsed.variant) == ("lru_cache", "baseline")
+
+
+def test_explicit_variant_keeps_the_name_whole() -> None:
+    parsed = ExperimentReport.model_validate(report(name="lru_cache_baseline", variant="cached"))
+    assert (parsed.name, parsed.variant) == ("lru_cache_baseline", "cached")
+
+
+@pytest.mark.parametrize("name", ["lru", "lru_", "_baseline", "  _x"])
+def test_name_without_a_variant_suffix_needs_a_variant(name: str) -> None:
+    assert rejected_fields({"name": name, "metricsSummary": {"p50_ms": 1}}) == {"variant"}
+
+
+def test_values_are_kept_exactly_to_four_decimals() -> None:
+    parsed = ExperimentReport.model_validate(report(metricsSummary={"a": 140.2, "b": 0.00005, "c": 7, "d": 0}))
+    assert parsed.metricsSummary == {
+        "a": Decimal("140.2000"),
+        "b": Decimal("0.0001"),
+        "c": Decimal("7.0000"),
+        "d": Decimal("0.0000"),
+    }
+
+
+def test_largest_storable_value_is_accepted() -> None:
+    parsed = ExperimentReport.model_validate(report(metricsSummary={"p95_ms": 999999.9999}))
+    assert parsed.metricsSummary["p95_ms"] == Decimal("999999.9999")
+
+
+@pytest.mark.parametrize("value", [1000000, 999999.99995, 1e300, 10**400])
+def test_values_past_decimal_10_4_name_the_metric(value: Any) -> None:
+    assert rejected_fields(report(metricsSummary={"p95_ms": value})) == {"metricsSummary.p95_ms"}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), -0.5, "12", True, False, None, [1]])
+def test_values_must_be_finite_non_negative_numbers(value: Any) -> None:
+    assert rejected_fields(report(metricsSummary={"p95_ms": value})) == {"metricsSummary.p95_ms"}
+
+
+@pytest.mark.parametrize("key", ["P95", "95p", "p-95", "", "a" * 65, "p95 ms", "é"])
+def test_metric_names_follow_the_pattern(key: str) -> None:
+    assert rejected_fields(report(metricsSummary={key: 1})) == {f"metricsSummary.{key}"}
+
+
+def test_metric_name_of_64_characters_is_accepted() -> None:
+    ExperimentReport.model_validate(report(metricsSummary={"a" * 64: 1}))
+
+
+@pytest.mark.parametrize("count", [0, 51])
+def test_one_to_fifty_metrics(count: int) -> None:
+    assert rejected_fields(report(metricsSummary={f"m{i}": i for i in range(count)})) == {"metricsSummary"}
+
+
+def test_fifty_metrics_are_accepted() -> None:
+    parsed = ExperimentReport.model_validate(report(metricsSummary={f"m{i}": i for i in range(50)}))
+    assert len(parsed.metricsSummary) == 50
+
+
+@pytest.mark.parametrize("date", ["yesterday", "2025-13-01T00:00:00Z", "2025-02-30", "", 1762000800, ["2025-11-01"]])
+def test_bad_dates_are_refused(date: Any) -> None:
+    assert rejected_fields(report(date=date)) == {"date"}
+
+
+def test_dates_become_utc_without_zone_to_the_millisecond() -> None:
+    parsed = ExperimentReport.model_validate(report(date="2025-11-01T14:00:00.123456+02:00"))
+    assert parsed.date == datetime(2025, 11, 1, 12, 0, 0, 123000)
+
+
+def test_unknown_top_level_fields_are_refused() -> None:
+    assert rejected_fields(report(surprise=1, metrics={})) == {"surprise", "metrics"}
+
+
+@pytest.mark.parametrize("field", ["name", "variant", "notes", "rawFile"])
+@pytest.mark.parametrize("text", ["bad\x00byte", "lone \ud800 surrogate"])
+def test_text_postgres_cannot_store_is_refused(field: str, text: str) -> None:
+    assert rejected_fields(report(**{field: text})) == {field}
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"a": {"b": ["\x00"]}},
+        {"k\x00": 1},
+        {"rawFile": "x"},
+        {"ingest": {}},
+        {"deep": [[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]},
+        [],
+    ],
+)
+def test_metadata_must_be_storable_json_object(metadata: Any) -> None:
+    assert rejected_fields(report(metadata=metadata)) == {"metadata"}
+
+
+def test_unicode_and_sql_looking_text_is_accepted_verbatim() -> None:
+    name = "キャッシュ'; DROP TABLE experiments;--"
+    parsed = ExperimentReport.model_validate(report(name=name, variant="🚀", notes='naïve \\ "quoted"'))
+    assert (parsed.name, parsed.variant, parsed.notes) == (name, "🚀", 'naïve \\ "quoted"')
+
+
+@pytest.mark.parametrize("field", ["name", "variant"])
+def test_names_must_not_be_blank_or_too_long(field: str) -> None:
+    assert rejected_fields(report(**{field: "   "})) == {field}
+    assert rejected_fields(report(**{field: "x" * 201})) == {field}
