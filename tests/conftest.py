@@ -17,21 +17,20 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
-from support import Answer, LambdaContext, api_event, load_function
 
 from experiments.localdb import embedded_server
 from experiments.migrations import apply_migrations
+from support import Answer, LambdaContext, api_event, load_function, private_pgdata
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     """A PostgreSQL server's URL, connected to its maintenance database."""
     url = os.environ.get("DATABASE_URL")
     if url:
         yield url
         return
-    server = embedded_server(tmp_path_factory.mktemp("pgdata"), delete_on_exit=True)
-    yield server.get_uri()
+    yield embedded_server(private_pgdata(), delete_on_exit=True).get_uri()
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,11 @@ class Answer:
     status: int
     headers: dict[str, str]
     body: Any
+
+
+def private_pgdata() -> Path:
+    """A data folder for an embedded PostgreSQL that no other test run prunes (pytest's tmp folders get pruned)."""
+    return Path(tempfile.mkdtemp(prefix="k6exp-pgdata-"))
 
 
 def count_rows(conn: psycopg.Connection) -> int:
