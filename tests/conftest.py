@@ -7,7 +7,6 @@ so nothing left over from an earlier run matters.
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ from psycopg.conninfo import make_conninfo
 
 from experiments.localdb import embedded_server
 from experiments.migrations import apply_migrations
-from support import Answer, LambdaContext, api_event, load_function, private_pgdata
+from support import Answer, LambdaContext, api_event, decode, get_event, load_function, private_pgdata
 
 
 @pytest.fixture(scope="session")
@@ -68,10 +67,26 @@ def invoke(report_app: ModuleType) -> Callable[[dict[str, Any]], Answer]:
     """Call `lambda_handler` with an event and decode its answer."""
 
     def call(event: dict[str, Any]) -> Answer:
-        response = report_app.lambda_handler(event, LambdaContext())
-        headers = {k: v[-1] for k, v in (response.get("multiValueHeaders") or {}).items()}
-        headers.update(response.get("headers") or {})
-        return Answer(response["statusCode"], headers, json.loads(response["body"]) if response["body"] else None)
+        return decode(report_app.lambda_handler(event, LambdaContext()))
+
+    return call
+
+
+@pytest.fixture
+def query_app(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """The query function's module, talking to the test database."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    module = load_function("query")
+    yield module
+    module.database.close()
+
+
+@pytest.fixture
+def get(query_app: ModuleType) -> Callable[..., Answer]:
+    """GET a path through the query function: `get("/experiments", {"name": "x"})`."""
+
+    def call(path: str, query: dict[str, str] | None = None) -> Answer:
+        return decode(query_app.lambda_handler(get_event(path, query), LambdaContext()))
 
     return call
 

@@ -70,3 +70,30 @@ def private_pgdata() -> Path:
 
 def count_rows(conn: psycopg.Connection) -> int:
     return conn.execute("SELECT count(*) FROM experiments").fetchone()[0]
+
+
+def get_event(path: str, query: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """An API Gateway REST proxy event for a GET (query values are strings, as API Gateway gives them)."""
+    event = json.loads((EVENTS_DIR / "report_201_valid.json").read_text())
+    merged = {"Accept": "application/json", "x-api-key": "local-dev-key-please-change", **(headers or {})}
+    event.update(
+        resource=path,
+        path=path,
+        httpMethod="GET",
+        headers=merged,
+        multiValueHeaders={k: [v] for k, v in merged.items()},
+        queryStringParameters=query or None,
+        multiValueQueryStringParameters={k: [v] for k, v in query.items()} if query else None,
+        body=None,
+    )
+    event["requestContext"].update(resourcePath=path, httpMethod="GET", requestId=str(uuid.uuid4()))
+    return event
+
+
+def decode(response: dict[str, Any]) -> Answer:
+    """A handler's response as status, headers and parsed JSON body."""
+    headers = {k: v[-1] for k, v in (response.get("multiValueHeaders") or {}).items()}
+    headers.update(response.get("headers") or {})
+    body = response.get("body")
+    is_json = headers.get("Content-Type", "").startswith("application/json")
+    return Answer(response["statusCode"], headers, json.loads(body) if body and is_json else body)

@@ -21,6 +21,7 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
 from experiments.db import DatabaseUnavailable
 from experiments.models import ErrorBody, ErrorDetail
+from experiments.query import InvalidCursor, NotFound
 from experiments.store import IdempotencyConflict
 
 MAX_BODY_BYTES = 256 * 1024
@@ -58,6 +59,14 @@ def error_response(
         body=body.model_dump(),
         headers=headers or None,
     )
+
+
+def error_responses(*statuses: int) -> dict[int, dict[str, Any]]:
+    """OpenAPI `responses` entries for error statuses, all with the ErrorBody shape."""
+    return {
+        status: {"description": HTTPStatus(status).phrase, "content": {"application/json": {"model": ErrorBody}}}
+        for status in statuses
+    }
 
 
 def field_name(location: tuple[Any, ...]) -> str:
@@ -105,13 +114,20 @@ def register_error_handlers(app: APIGatewayRestResolver) -> None:
             HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Content-Type must be application/json"
         )
 
-    @app.exception_handler(PayloadTooLarge)
-    def too_large(error: PayloadTooLarge) -> Response:
-        return error_response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "payload_too_large", str(error))
+    @app.exception_handler([PayloadTooLarge, UnsupportedMediaType])
+    def body_refused(error: PayloadTooLarge | UnsupportedMediaType) -> Response:
+        return _body_refused(error)
 
-    @app.exception_handler(UnsupportedMediaType)
-    def not_json(error: UnsupportedMediaType) -> Response:
-        return error_response(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", str(error))
+    @app.exception_handler(InvalidCursor)
+    def bad_cursor(error: InvalidCursor) -> Response:
+        return error_response(
+            HTTPStatus.BAD_REQUEST, "invalid_parameter", f"invalid cursor: {error}",
+            [ErrorDetail(field="query cursor", reason=str(error))],
+        )  # fmt: skip
+
+    @app.exception_handler(NotFound)
+    def not_found(error: NotFound) -> Response:
+        return error_response(HTTPStatus.NOT_FOUND, "not_found", str(error))
 
     @app.exception_handler(RecursionError)
     def nested_too_deeply(error: RecursionError) -> Response:
@@ -132,7 +148,7 @@ def register_error_handlers(app: APIGatewayRestResolver) -> None:
         return error_response(
             HTTPStatus.SERVICE_UNAVAILABLE,
             "database_unavailable",
-            "the database is unavailable; nothing was stored, retry later",
+            "the database is unavailable; nothing was written, retry later",
             **{"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
 
@@ -142,12 +158,16 @@ def register_error_handlers(app: APIGatewayRestResolver) -> None:
         return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "internal error; nothing was stored")
 
 
+def _body_refused(error: PayloadTooLarge | UnsupportedMediaType) -> Response:
+    if isinstance(error, PayloadTooLarge):
+        return error_response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "payload_too_large", str(error))
+    return error_response(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", str(error))
+
+
 def _body_problem(event: APIGatewayProxyEvent) -> Response | None:
     """A 413 or 415 takes precedence over whatever the validator found in such a body."""
     try:
         check_body(event)
-    except PayloadTooLarge as error:
-        return error_response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "payload_too_large", str(error))
-    except UnsupportedMediaType as error:
-        return error_response(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", str(error))
+    except (PayloadTooLarge, UnsupportedMediaType) as error:
+        return _body_refused(error)
     return None

@@ -173,3 +173,51 @@ class ErrorBody(BaseModel):
     error: str = Field(description="machine-readable code, e.g. validation_failed")
     message: str
     details: list[ErrorDetail] = Field(default_factory=list)
+
+
+# --- reading back -------------------------------------------------------------------------------------------
+
+
+class ExperimentRow(BaseModel):
+    """One row of `experiments`, as `GET /experiments` lists it."""
+
+    id: str
+    name: str
+    description: str | None
+    variant: str
+    metric: str
+    value: float
+    metadata: dict[str, JsonValue] | None
+    createdAt: str = Field(description="UTC, ISO 8601 with milliseconds")
+
+
+class ExperimentPage(BaseModel):
+    items: list[ExperimentRow]
+    nextCursor: str | None = Field(description="Pass as `cursor` for the next (older) page; null on the last")
+
+
+class VariantSummary(BaseModel):
+    """One variant's recent runs of one metric, and its verdict against the baseline."""
+
+    variant: str
+    runs: int = Field(description="All runs of this metric stored for the variant")
+    latest: float
+    median: float = Field(description="Median over the last `runs` requested")
+    changePct: float | None = Field(description="Median change against the baseline, in percent")
+    verdict: str | None = Field(description="better, worse, no_change or not_enough_data; null for the baseline")
+    method: str | None = Field(default=None, description="mann_whitney_u, no_overlap or none")
+    pValue: float | None = None
+
+
+class MetricComparison(BaseModel):
+    metric: str
+    higherIsBetter: bool
+    variants: list[VariantSummary]
+
+
+class ComparisonReport(BaseModel):
+    name: str
+    baseline: str
+    runs: int
+    thresholdPct: float
+    metrics: list[MetricComparison]

@@ -1,0 +1,73 @@
+"""GET /experiments (rows, filtered and paged) and GET /experiments/compare (variants against a baseline).
+
+Routes only; SQL and statistics live in `experiments.query` and `experiments.stats`.
+"""
+
+import os
+from typing import Annotated
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+from aws_lambda_powertools.event_handler.openapi.params import Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from experiments.db import Database
+from experiments.http import error_responses, register_error_handlers
+from experiments.models import ComparisonReport, ExperimentPage, ReportDate
+from experiments.query import ListFilters, NotFound, compare_variants, list_experiments
+
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "k6-experiments"))
+tracer = Tracer()
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "K6Experiments"))
+app = APIGatewayRestResolver(enable_validation=True)
+register_error_handlers(app)
+database = Database()  # connects on the first request, then stays open while the instance is warm
+
+Text = Annotated[str | None, Query(min_length=1, max_length=200)]
+
+
+@app.get(
+    "/experiments",
+    summary="Stored rows, newest first, filtered; follow nextCursor for older pages",
+    responses=error_responses(400, 422, 503),
+)
+@tracer.capture_method
+def get_experiments(
+    name: Text = None,
+    variant: Text = None,
+    metric: Text = None,
+    created_from: Annotated[ReportDate | None, Query(alias="from", description="ISO 8601, inclusive")] = None,
+    created_to: Annotated[ReportDate | None, Query(alias="to", description="ISO 8601, exclusive")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200, description="nextCursor of the previous page")] = None,
+) -> ExperimentPage:
+    filters = ListFilters(name, variant, metric, created_from, created_to)
+    return database.run(lambda conn: list_experiments(conn, filters, limit=limit, cursor=cursor))
+
+
+@app.get(
+    "/experiments/compare",
+    summary="Per metric and variant: runs, latest, median of recent runs, change and verdict vs the baseline",
+    responses=error_responses(404, 422, 503),
+)
+@tracer.capture_method
+def get_comparison(
+    name: Annotated[str, Query(min_length=1, max_length=200)],
+    baseline: Annotated[str, Query(min_length=1, max_length=100)] = "baseline",
+    runs: Annotated[int, Query(ge=1, le=100, description="How many recent runs per variant to compare")] = 5,
+    threshold: Annotated[float, Query(ge=0, le=1000, description="Smallest change in percent to call")] = 5.0,
+) -> ComparisonReport:
+    report = database.run(
+        lambda conn: compare_variants(conn, name, baseline=baseline, runs=runs, threshold_pct=threshold)
+    )
+    if not report.metrics:
+        raise NotFound(f"no experiment named {name!r}")
+    return report
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return app.resolve(event, context)

@@ -1,0 +1,148 @@
+"""Reading experiments back: filtered, newest-first pages with a keyset cursor, and variant comparisons.
+
+Pages are ordered by ("createdAt", id) descending and the cursor is the last row's pair, so a page never
+repeats or skips a row that existed when paging started, even while new reports arrive (they are newer,
+so they sort before the cursor). Queries are composed only from the constant fragments below; every value
+is a bound parameter.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from statistics import median
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from experiments.models import (
+    ComparisonReport,
+    ExperimentPage,
+    ExperimentRow,
+    MetricComparison,
+    VariantSummary,
+)
+from experiments.stats import compare_runs, higher_is_better
+
+LIST_COLUMNS = sql.SQL('SELECT id, name, description, variant, metric, value, metadata, "createdAt" FROM experiments')
+FILTERS = {
+    "name": sql.SQL("name = %(name)s"),
+    "variant": sql.SQL("variant = %(variant)s"),
+    "metric": sql.SQL("metric = %(metric)s"),
+    "created_from": sql.SQL('"createdAt" >= %(created_from)s'),
+    "created_to": sql.SQL('"createdAt" < %(created_to)s'),
+    # Written so the createdAt index bounds the scan; the id breaks ties between rows of one report.
+    "cursor": sql.SQL('"createdAt" <= %(cursor_at)s AND ("createdAt" < %(cursor_at)s OR id < %(cursor_id)s)'),
+}
+NEWEST_FIRST = sql.SQL('ORDER BY "createdAt" DESC, id DESC LIMIT %(limit)s')
+
+RECENT_RUNS = """
+SELECT metric, variant, value, runs
+FROM (
+    SELECT metric, variant, value, "createdAt", id,
+           row_number() OVER (PARTITION BY metric, variant ORDER BY "createdAt" DESC, id DESC) AS recency,
+           count(*) OVER (PARTITION BY metric, variant) AS runs
+    FROM experiments
+    WHERE name = %(name)s
+) AS ranked
+WHERE recency <= %(runs)s
+ORDER BY metric, variant, recency
+"""
+
+
+class InvalidCursor(ValueError):
+    """The cursor was not one this API handed out."""
+
+
+class NotFound(LookupError):
+    """Nothing is stored under the name asked for."""
+
+
+@dataclass(frozen=True)
+class ListFilters:
+    name: str | None = None
+    variant: str | None = None
+    metric: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+
+
+def encode_cursor(created_at: datetime, row_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), row_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created_at, row_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(created_at), str(row_id)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as error:
+        raise InvalidCursor("not a cursor from a previous page") from error
+
+
+def list_query(filters: ListFilters, *, limit: int, cursor: str | None = None) -> tuple[sql.Composed, dict[str, Any]]:
+    """The page query and its parameters (one row more than `limit`, to know whether another page follows)."""
+    params: dict[str, Any] = {key: value for key, value in vars(filters).items() if value is not None}
+    if cursor is not None:
+        params["cursor_at"], params["cursor_id"] = decode_cursor(cursor)
+    conditions = [FILTERS[key] for key in FILTERS if key in params or (key == "cursor" and cursor is not None)]
+    where = sql.SQL("WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
+    return sql.SQL(" ").join([LIST_COLUMNS, where, NEWEST_FIRST]), params | {"limit": limit + 1}
+
+
+def list_experiments(
+    connection: psycopg.Connection, filters: ListFilters, *, limit: int, cursor: str | None = None
+) -> ExperimentPage:
+    """One page of rows, newest first, and the cursor of the next page."""
+    with connection.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(*list_query(filters, limit=limit, cursor=cursor)).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [
+        ExperimentRow(**{**row, "value": float(row["value"]), "createdAt": _iso(row["createdAt"])}) for row in rows
+    ]
+    next_cursor = encode_cursor(rows[-1]["createdAt"], rows[-1]["id"]) if more else None
+    return ExperimentPage(items=items, nextCursor=next_cursor)
+
+
+def compare_variants(
+    connection: psycopg.Connection, name: str, *, baseline: str, runs: int, threshold_pct: float
+) -> ComparisonReport:
+    """Per metric and variant: runs, latest value, median of the last `runs`, and the verdict vs `baseline`."""
+    recent: dict[str, dict[str, list[float]]] = {}
+    totals: dict[tuple[str, str], int] = {}
+    for metric, variant, value, count in connection.execute(RECENT_RUNS, {"name": name, "runs": runs}):
+        recent.setdefault(metric, {}).setdefault(variant, []).append(float(Decimal(value)))
+        totals[metric, variant] = count
+
+    metrics = []
+    for metric, by_variant in recent.items():
+        baseline_values = by_variant.get(baseline, [])
+        summaries = []
+        for variant, values in sorted(by_variant.items(), key=lambda item: (item[0] != baseline, item[0])):
+            is_baseline = variant == baseline
+            comparison = None if is_baseline else compare_runs(metric, baseline_values, values, threshold_pct)
+            summaries.append(
+                VariantSummary(
+                    variant=variant,
+                    runs=totals[metric, variant],
+                    latest=values[0],
+                    median=median(values),
+                    changePct=comparison.change_pct if comparison else None,
+                    verdict=comparison.verdict if comparison else None,
+                    method=comparison.method if comparison else None,
+                    pValue=comparison.p_value if comparison else None,
+                )
+            )
+        metrics.append(MetricComparison(metric=metric, higherIsBetter=higher_is_better(metric), variants=summaries))
+    return ComparisonReport(name=name, baseline=baseline, runs=runs, thresholdPct=threshold_pct, metrics=metrics)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds") + "Z"

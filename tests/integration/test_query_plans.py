@@ -1,0 +1,66 @@
+"""On a table of a million rows, every read the API makes is served by the Prisma schema's indexes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from experiments.migrations import apply_migrations
+from experiments.query import RECENT_RUNS, ListFilters, encode_cursor, list_query
+
+pytestmark = pytest.mark.integration
+
+MILLION_ROWS = """
+INSERT INTO experiments (id, name, variant, metric, value, "createdAt")
+SELECT gen_random_uuid()::text, 'exp_' || (i % 200), 'variant_' || (i % 5), 'metric_' || (i % 10),
+       (i % 100000) / 10.0, timestamp '2025-01-01' + (i || ' seconds')::interval * 31
+FROM generate_series(1, 1000000) AS i
+"""
+
+
+@pytest.fixture(scope="module")
+def million(server_url: str) -> Iterator[psycopg.Connection]:
+    name = f"k6exp_plans_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = make_conninfo(server_url, dbname=name)
+    apply_migrations(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(MILLION_ROWS)
+        conn.execute("ANALYZE experiments")
+        yield conn
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def plan(conn: psycopg.Connection, query, params) -> str:
+    return "\n".join(row[0] for row in conn.execute(psycopg.sql.SQL("EXPLAIN ") + query, params))
+
+
+CURSOR = encode_cursor(datetime(2025, 6, 1), "8")
+LIST_CASES = {
+    "newest": (ListFilters(), None),
+    "next page": (ListFilters(), CURSOR),
+    "by name": (ListFilters(name="exp_7"), None),
+    "by name, variant, metric": (ListFilters(name="exp_7", variant="variant_2", metric="metric_7"), None),
+    "by metric, next page": (ListFilters(metric="metric_3"), CURSOR),
+    "time window": (ListFilters(created_from=datetime(2025, 3, 1), created_to=datetime(2025, 3, 2)), None),
+}
+
+
+@pytest.mark.parametrize(("filters", "cursor"), LIST_CASES.values(), ids=LIST_CASES.keys())
+def test_list_queries_use_an_index(million, filters: ListFilters, cursor: str | None) -> None:
+    text = plan(million, *list_query(filters, limit=100, cursor=cursor))
+    assert "Seq Scan" not in text, text
+    assert "experiments_" in text and "_idx" in text, text
+
+
+def test_compare_query_uses_the_name_index(million) -> None:
+    text = plan(million, psycopg.sql.SQL(RECENT_RUNS), {"name": "exp_7", "runs": 5})
+    assert "Seq Scan" not in text, text
+    assert "experiments_name_idx" in text, text
