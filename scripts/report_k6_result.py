@@ -2,7 +2,7 @@
 """Report a k6 end-of-test summary to the experiments API (POST <base_url>/experiments/report).
 
     python scripts/report_k6_result.py <k6_summary.json> <base_url> <api_key|-> "<name>" ["notes"]
-           [--variant V] [--metadata KEY=VALUE]... [--k6-file PATH] [--dry-run] [--timeout S] [--retries N]
+           [--variant V] [--metadata KEY=VALUE ...] [--k6-file PATH] [--dry-run] [--timeout S] [--retries N]
 
 The original doc's positional call keeps working. `-` (or an empty string) as the key reads it from
 `EXPERIMENTS_API_KEY`, so CI logs never show it; the key itself is never printed.
@@ -11,6 +11,10 @@ It reads the three JSON shapes k6 writes and says which one it found:
   * `k6 run --summary-export=FILE`        metrics.<name>.{med,"p(95)",...}; thresholds {expr: true if FAILED}
   * `handleSummary(data)` -> JSON.stringify metrics.<name>.values.{...}; thresholds {expr: {"ok": bool}}
   * `--new-machine-readable-summary` (k6 1.5+) results.metrics is a list; counters carry only `count`
+
+The body never carries "now": `date` is sent only when the file records when k6 wrote it (machine-readable
+summaries), else the API stamps its own time. Reporting the same file again (a re-run CI job) therefore
+sends the same bytes with the same Idempotency-Key, which the API answers as a replay, not a conflict.
 
 Exit codes (the contract in DESIGN.md):
   0 stored, or replayed (the same report was already stored)    2 rejected by the API (4xx; message printed)
@@ -39,6 +43,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, NoReturn
 
 EXIT_OK = 0
@@ -114,6 +119,7 @@ class K6Summary:
     vus: float | None = None
     duration_s: float | None = None
     script: str | None = None
+    generated_at: str | None = None
     thresholds_passed: list[str] = field(default_factory=list)
     thresholds_failed: list[str] = field(default_factory=list)
 
@@ -305,6 +311,7 @@ def parse_summary(doc: Any, path: str) -> K6Summary:
         vus=_first(vus_max.values, "max", "value") if vus_max else None,
         duration_s=duration_s,
         script=_script(doc, shape),
+        generated_at=_generated_at(doc, shape),
     )
     for name in sorted(table):
         for expr, passed in table[name].thresholds.items():
@@ -330,6 +337,27 @@ def _script(doc: dict[str, Any], shape: str) -> str | None:
     config = doc.get("config") if shape == SHAPE_MACHINE_READABLE else None
     script = config.get("script") if isinstance(config, dict) else None
     return script if isinstance(script, str) and script else None
+
+
+def _generated_at(doc: dict[str, Any], shape: str) -> str | None:
+    """When k6 wrote the summary (machine-readable `metadata.generatedAt`), as UTC with milliseconds."""
+    meta = doc.get("metadata") if shape == SHAPE_MACHINE_READABLE else None
+    value = meta.get("generatedAt") if isinstance(meta, dict) else None
+    return normalise_utc(value) if isinstance(value, str) else None
+
+
+def normalise_utc(value: str) -> str | None:
+    """An RFC 3339 time (Go writes up to 9 fractional digits) as `YYYY-MM-DDTHH:MM:SS.mmmZ`; None if unreadable."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|z|[+-]\d\d:\d\d)", value.strip())
+    if match is None:
+        return None
+    base, fraction, offset = match.groups()
+    micros = (fraction or "").ljust(6, "0")[:6]
+    try:  # fromisoformat of Python 3.9 wants exactly 6 fractional digits and no "Z"
+        moment = datetime.fromisoformat(f"{base}.{micros}{'+00:00' if offset in ('Z', 'z') else offset}")
+    except ValueError:
+        return None
+    return format_utc(moment.timestamp())
 
 
 # --------------------------------------------------------------------------------------------- payload
@@ -430,10 +458,10 @@ def build_metadata(
     return metadata
 
 
-def utc_now_iso() -> str:
-    """Now, ISO 8601 in UTC with millisecond precision (the column is TIMESTAMP(3))."""
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+def format_utc(epoch_s: float) -> str:
+    """Seconds since the epoch as ISO 8601 UTC with milliseconds (the column is TIMESTAMP(3))."""
+    millis = round(epoch_s * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(millis // 1000)) + f".{millis % 1000:03d}Z"
 
 
 def build_payload(
@@ -444,13 +472,19 @@ def build_payload(
     metrics: dict[str, float],
     raw_file: str,
     metadata: dict[str, Any],
-    date: str,
+    date: str | None,
 ) -> dict[str, Any]:
-    """The request body: only the contract's top-level keys (the API rejects unknown ones)."""
+    """The request body: only the contract's top-level keys (the API rejects unknown ones).
+
+    `date` is sent only when the k6 file records when it was written. It is never "now": the API hashes the
+    body to tell a replay (same Idempotency-Key, same body -> 200) from a conflict (-> 409), so reporting the
+    same file again, e.g. a re-run CI job, must produce the same bytes. Without it the API uses its own now.
+    """
     payload: dict[str, Any] = {"name": name}
     if variant:
         payload["variant"] = variant
-    payload["date"] = date
+    if date:
+        payload["date"] = date
     if notes:
         payload["notes"] = notes
     payload["metricsSummary"] = metrics
@@ -551,15 +585,13 @@ def post_report(
     retries: int,
     backoff_base: float,
     log: Callable[[str], None],
-    sleep: Callable[[float], None] = time.sleep,
-    rng: random.Random | None = None,
 ) -> ApiResponse:
     """POST `body`, retrying connection errors, timeouts, 429 and 5xx; returns the first 2xx or 4xx answer.
 
     Every attempt sends the same bytes and the same Idempotency-Key, so the API stores the report once
     however many attempts reach it. Raises UnreachableError when all `retries + 1` attempts fail.
     """
-    rng = rng or random.Random()
+    rng = random.Random()
     opener = urllib.request.build_opener(_NoRedirect)
     last_problem = ""
     attempts = retries + 1
@@ -585,7 +617,7 @@ def post_report(
         if attempt + 1 < attempts:
             delay = backoff_delay(attempt, backoff_base, retry_after, rng)
             log(f"attempt {attempt + 1}/{attempts} failed ({last_problem}); retrying in {delay:.2f}s")
-            sleep(delay)
+            time.sleep(delay)
     raise UnreachableError(f"API unreachable at {url} after {attempts} attempt(s): {last_problem}")
 
 
@@ -612,7 +644,9 @@ def describe_rejection(response: ApiResponse) -> str:
             where = detail.get("field") or detail.get("loc") or detail.get("path") or ""
             if isinstance(where, list):
                 where = ".".join(str(part) for part in where)
-            what = detail.get("message") or detail.get("msg") or json.dumps(detail, sort_keys=True)
+            what = (
+                detail.get("reason") or detail.get("message") or detail.get("msg") or json.dumps(detail, sort_keys=True)
+            )
             lines.append(f"  - {where}: {what}" if where else f"  - {what}")
         else:
             lines.append(f"  - {detail}")
@@ -650,7 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="report_k6_result.py",
         usage="%(prog)s <k6_summary.json> <base_url> <api_key|-> <name> [notes]\n"
-        "       [--variant V] [--metadata KEY=VALUE]... [--k6-file PATH] [--dry-run] [--timeout S] [--retries N]",
+        "       [--variant V] [--metadata KEY=VALUE ...] [--k6-file PATH] [--dry-run] [--timeout S] [--retries N]",
         description="Send a k6 summary (any of its three JSON shapes) to POST <base_url>/experiments/report.",
         epilog="Exit codes: 0 stored or replayed, 1 usage or bad k6 file (nothing sent), "
         "2 rejected by the API, 3 API unreachable after retries.",
@@ -663,10 +697,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variant", help="variant (e.g. baseline, cached); default: derived from the name")
     parser.add_argument(
         "--metadata",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="extra metadata, repeatable; numbers and true/false are typed",
+        help="extra metadata (--metadata a=1 b=x, or repeat the flag); numbers and true/false are typed",
     )
     parser.add_argument("--k6-file", help=f"k6 script path to record (default: ${K6_FILE_ENV} or from the file)")
     parser.add_argument("--dry-run", action="store_true", help="print the JSON payload and send nothing")
@@ -715,7 +750,7 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> int:
         metrics=metrics,
         raw_file=args.summary,
         metadata=build_metadata(summary, extra, args.k6_file, env),
-        date=utc_now_iso(),
+        date=summary.generated_at,
     )
     key = idempotency_key(raw, payload["name"], variant)
 

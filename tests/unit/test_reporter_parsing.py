@@ -13,6 +13,7 @@ import importlib.util
 import json
 import random
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -45,12 +46,20 @@ def write_json(tmp_path: Path, doc: Any, name: str = "summary.json") -> str:
 
 def summary_export_doc(**duration_overrides: Any) -> dict[str, Any]:
     """A `--summary-export` document in the shape k6 1.1 writes (see the real one in the e2e tests)."""
-    duration = {"med": 2.5, "p(50)": 2.5, "p(90)": 4.0, "p(95)": 5.25, "p(99)": 9.0, "avg": 3.0, "min": 1.0,
-                "max": 12.0, "thresholds": {"p(95)<1": True}}
+    duration = {
+        "med": 2.5,
+        "p(50)": 2.5,
+        "p(90)": 4.0,
+        "p(95)": 5.25,
+        "p(99)": 9.0,
+        "avg": 3.0,
+        "min": 1.0,
+        "max": 12.0,
+        "thresholds": {"p(95)<1": True},
+    }
     duration.update(duration_overrides)
     return {
-        "root_group": {"name": "", "path": "", "id": "d41d8cd98f00b204e9800998ecf8427e", "groups": {},
-                       "checks": {}},
+        "root_group": {"name": "", "path": "", "id": "d41d8cd98f00b204e9800998ecf8427e", "groups": {}, "checks": {}},
         "metrics": {
             "http_req_duration": duration,
             "http_reqs": {"count": 200, "rate": 99.5},
@@ -88,6 +97,13 @@ def test_machine_readable_fixture_is_detected_and_parsed() -> None:
     assert summary.vus == 2
     assert summary.duration_s == 2.000812
     assert summary.script == "k6/product_read_test.js"
+
+
+def test_machine_readable_sub_metric_is_ignored_whatever_the_list_order() -> None:
+    # k6 builds the list from Go maps, so the order is not stable: the sub-metric may come first or last.
+    doc = json.loads(MACHINE_READABLE.read_text())
+    doc["results"]["metrics"].reverse()
+    assert rk.parse_summary(doc, "f.json").metrics["p95_ms"] == 1.0335432500000001
 
 
 def test_machine_readable_rps_is_count_over_duration() -> None:
@@ -145,9 +161,12 @@ def test_handle_summary_ok_false_means_failed() -> None:
     doc = {
         "state": {"testRunDurationMs": 30012.5},
         "metrics": {
-            "http_req_duration": {"type": "trend", "contains": "time",
-                                  "values": {"med": 1.0, "p(95)": 2.0},
-                                  "thresholds": {"p(95)<1": {"ok": False}, "p(95)<5": {"ok": True}}},
+            "http_req_duration": {
+                "type": "trend",
+                "contains": "time",
+                "values": {"med": 1.0, "p(95)": 2.0},
+                "thresholds": {"p(95)<1": {"ok": False}, "p(95)<5": {"ok": True}},
+            },
             "http_reqs": {"type": "counter", "contains": "default", "values": {"count": 10, "rate": 0.333}},
         },
     }
@@ -169,12 +188,13 @@ def test_handle_summary_ok_false_means_failed() -> None:
         ("[1, 2]", "expected a JSON object"),
         (json.dumps({"root_group": {}}), "no 'metrics' object"),
         (json.dumps({"metrics": {"http_reqs": {"count": 1, "rate": 1}}}), "no http_req_duration"),
-        (json.dumps({"metrics": {"http_req_duration": {"avg": 1.0, "min": 0.5, "max": 2.0}}}),
-         "lacks percentiles med or p(50) and p(95)"),
+        (
+            json.dumps({"metrics": {"http_req_duration": {"avg": 1.0, "min": 0.5, "max": 2.0}}}),
+            "lacks percentiles med or p(50) and p(95)",
+        ),
         (json.dumps({"metrics": {"http_req_duration": {"med": 1.0, "avg": 1.0}}}), "lacks percentiles p(95)"),
     ],
-    ids=["missing", "not-json", "not-an-object", "no-metrics", "no-http-req-duration", "no-percentiles",
-         "no-p95"],
+    ids=["missing", "not-json", "not-an-object", "no-metrics", "no-http-req-duration", "no-percentiles", "no-p95"],
 )
 def test_broken_file_exits_1_with_one_line_naming_the_problem(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, expected: str
@@ -224,22 +244,40 @@ def test_payload_has_only_contract_keys_and_omits_absent_variant_and_notes(
     code, out, _ = run_cli([path, "http://x", "k", "lru_cache_baseline", "--dry-run"], capsys)
     payload = json.loads(out)
     assert code == 0
-    assert set(payload) == {"name", "date", "metricsSummary", "rawFile", "metadata"}
+    assert set(payload) == {"name", "metricsSummary", "rawFile", "metadata"}
     assert payload["rawFile"] == path
-    assert payload["date"].endswith("Z")
 
 
 def test_payload_carries_variant_notes_and_typed_metadata(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_json(tmp_path, summary_export_doc())
     code, out, _ = run_cli(
-        [path, "http://x", "k", "lru_cache", "cold cache", "--variant", "baseline", "--dry-run",
-         "--metadata", "productId=123", "--metadata", "ratio=0.5", "--metadata", "warm=false",
-         "--metadata", "environment=staging", "--metadata", "vus=99", "--k6-file", "k6/product_read_test.js"],
+        [
+            path,
+            "http://x",
+            "k",
+            "lru_cache",
+            "cold cache",
+            "--variant",
+            "baseline",
+            "--dry-run",
+            "--metadata",
+            "productId=123",
+            "--metadata",
+            "ratio=0.5",
+            "--metadata",
+            "warm=false",
+            "--metadata",
+            "environment=staging",
+            "--metadata",
+            "vus=99",
+            "--k6-file",
+            "k6/product_read_test.js",
+        ],
         capsys,
     )
     payload = json.loads(out)
     assert code == 0
-    assert list(payload) == ["name", "variant", "date", "notes", "metricsSummary", "rawFile", "metadata"]
+    assert list(payload) == ["name", "variant", "notes", "metricsSummary", "rawFile", "metadata"]
     assert (payload["name"], payload["variant"], payload["notes"]) == ("lru_cache", "baseline", "cold cache")
     meta = payload["metadata"]
     assert meta["productId"] == 123 and meta["ratio"] == 0.5 and meta["warm"] is False
@@ -249,20 +287,69 @@ def test_payload_carries_variant_notes_and_typed_metadata(tmp_path: Path, capsys
     assert meta["thresholds"] == {"passed": ["http_req_failed: rate<0.5"], "failed": ["http_req_duration: p(95)<1"]}
 
 
+def test_date_is_never_now_so_the_same_file_gives_the_same_body(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The API hashes the body: a re-run CI job reporting the same file must send the same bytes (replay, not 409).
+    path = write_json(tmp_path, summary_export_doc())
+    argv = [path, "http://x", "k", "lru_cache_baseline", "--dry-run"]
+    _, first, _ = run_cli(argv, capsys)
+    time.sleep(0.002)
+    _, second, _ = run_cli(argv, capsys)
+    assert "date" not in json.loads(first)
+    assert first == second
+
+
+def test_machine_readable_date_is_when_k6_wrote_the_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run_cli([str(MACHINE_READABLE), "http://x", "k", "a_b", "--dry-run"], capsys)
+    assert json.loads(out)["date"] == "2025-12-09T10:15:42.318Z"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2025-12-09T10:15:42.318275123Z", "2025-12-09T10:15:42.318Z"),
+        ("2025-12-09T12:15:42.9996+02:00", "2025-12-09T10:15:43.000Z"),
+        ("2025-12-09T10:15:42Z", "2025-12-09T10:15:42.000Z"),
+        ("2025-12-09T10:15:42", None),
+        ("yesterday", None),
+    ],
+)
+def test_k6_timestamps_are_normalised_to_utc_milliseconds(text: str, expected: str | None) -> None:
+    assert rk.normalise_utc(text) == expected
+
+
 def test_metrics_are_rounded_to_four_decimals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_json(tmp_path, summary_export_doc(**{"p(95)": 1.0335432500000001, "avg": 0.61500576389}))
     _, out, _ = run_cli([path, "http://x", "k", "a_b", "--dry-run"], capsys)
     metrics = json.loads(out)["metricsSummary"]
     assert metrics["p95_ms"] == 1.0335
     assert metrics["avg_ms"] == 0.615
-    assert set(metrics) == {"p50_ms", "p90_ms", "p95_ms", "p99_ms", "avg_ms", "min_ms", "max_ms",
-                            "requests_count", "rps", "error_rate", "checks_pass_rate"}
+    assert set(metrics) == {
+        "p50_ms",
+        "p90_ms",
+        "p95_ms",
+        "p99_ms",
+        "avg_ms",
+        "min_ms",
+        "max_ms",
+        "requests_count",
+        "rps",
+        "error_rate",
+        "checks_pass_rate",
+    }
 
 
 def test_metadata_from_github_actions_environment() -> None:
     summary = rk.parse_summary(summary_export_doc(), "f.json")
-    env = {"GITHUB_SHA": "a" * 40, "GITHUB_SERVER_URL": "https://github.example", "GITHUB_REPOSITORY": "o/r",
-           "GITHUB_RUN_ID": "42", "DURATION": "30s", "K6_FILE": "k6/x.js"}
+    env = {
+        "GITHUB_SHA": "a" * 40,
+        "GITHUB_SERVER_URL": "https://github.example",
+        "GITHUB_REPOSITORY": "o/r",
+        "GITHUB_RUN_ID": "42",
+        "DURATION": "30s",
+        "K6_FILE": "k6/x.js",
+    }
     meta = rk.build_metadata(summary, {}, None, env)
     assert meta["gitSha"] == "a" * 40
     assert meta["ciRunUrl"] == "https://github.example/o/r/actions/runs/42"
@@ -277,12 +364,34 @@ def test_no_ci_run_url_outside_ci() -> None:
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("1", 1), ("-3", -3), ("2.5", 2.5), ("1e3", 1000.0), ("true", True), ("False", False), ("abc", "abc"),
-     ("1.2.3", "1.2.3"), ("", ""), ("nan", "nan"), ("0x10", "0x10")],
+    [
+        ("1", 1),
+        ("-3", -3),
+        ("2.5", 2.5),
+        ("1e3", 1000.0),
+        ("true", True),
+        ("False", False),
+        ("abc", "abc"),
+        ("1.2.3", "1.2.3"),
+        ("", ""),
+        ("nan", "nan"),
+        ("0x10", "0x10"),
+    ],
 )
 def test_metadata_values_are_typed_when_they_look_like_numbers_or_bools(text: str, value: Any) -> None:
     parsed = rk.parse_metadata_value(text)
     assert parsed == value and type(parsed) is type(value)
+
+
+def test_metadata_takes_several_pairs_per_flag_or_a_repeated_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_json(tmp_path, summary_export_doc())
+    _, out, _ = run_cli(
+        [path, "http://x", "k", "a_b", "--metadata", "a=1", "b=x", "--metadata", "c=true", "--dry-run"], capsys
+    )
+    meta = json.loads(out)["metadata"]
+    assert (meta["a"], meta["b"], meta["c"]) == (1, "x", True)
 
 
 def test_metadata_without_equals_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -308,9 +417,14 @@ def test_idempotency_key_depends_on_file_bytes_name_and_variant() -> None:
 
 @pytest.mark.parametrize(
     ("base", "url"),
-    [("http://localhost:3000", "http://localhost:3000/experiments/report"),
-     ("http://localhost:3000/", "http://localhost:3000/experiments/report"),
-     ("https://abc.execute-api.eu-west-1.amazonaws.com/dev/", "https://abc.execute-api.eu-west-1.amazonaws.com/dev/experiments/report")],
+    [
+        ("http://localhost:3000", "http://localhost:3000/experiments/report"),
+        ("http://localhost:3000/", "http://localhost:3000/experiments/report"),
+        (
+            "https://abc.execute-api.eu-west-1.amazonaws.com/dev/",
+            "https://abc.execute-api.eu-west-1.amazonaws.com/dev/experiments/report",
+        ),
+    ],
 )
 def test_report_url_keeps_stage_path_and_strips_trailing_slash(base: str, url: str) -> None:
     assert rk.report_url(base) == url
