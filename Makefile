@@ -122,3 +122,7 @@ build: $(SAM_STAMP) ## sam build (needs python3.12 on PATH; without it, use `sam
 validate: $(SAM_STAMP) ## cfn-lint and sam validate --lint on template.yaml
 	$(CFN_LINT) template.yaml
 	$(SAM) validate --lint --template template.yaml
+
+.PHONY: openapi
+openapi: $(STAMP) ## Regenerate docs/openapi.json from the handlers (CI checks it matches)
+	$(PY) scripts/openapi.py

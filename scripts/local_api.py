@@ -295,6 +295,31 @@ class LocalFunction:
 # --------------------------------------------------------------------------- HTTP front
 
 
+def openapi_json() -> tuple[str, bytes]:
+    """The committed OpenAPI document (docs/openapi.json, kept equal to the code by `make openapi`)."""
+    return "application/json", (REPO_ROOT / "docs" / "openapi.json").read_bytes()
+
+
+def swagger_ui() -> tuple[str, bytes]:
+    """Swagger UI over that document, with the assets Powertools ships inlined: no CDN."""
+    from aws_lambda_powertools.event_handler.openapi import swagger_ui as assets
+    from aws_lambda_powertools.event_handler.openapi.swagger_ui.html import generate_swagger_html
+
+    folder = Path(assets.__file__).parent
+    page = generate_swagger_html(
+        spec=openapi_json()[1].decode(),
+        swagger_js=(folder / "swagger-ui-bundle.min.js").read_text(),
+        swagger_css=(folder / "swagger-ui.min.css").read_text(),
+        swagger_base_url="",
+        oauth2_config=None,
+    )
+    return "text/html; charset=utf-8", page.encode()
+
+
+# Served by the local API itself, not by a function: API Gateway documents the deployed API elsewhere.
+LOCAL_DOCS = {"/openapi.json": openapi_json, "/swagger": swagger_ui}
+
+
 @dataclass
 class LocalApi:
     """Routing, the API key and the functions, shared by all request threads."""
@@ -362,6 +387,10 @@ class ApiGatewayHandler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         raw_path = split.path or "/"
         body = self._read_body()
+        if self.command == "GET" and raw_path in LOCAL_DOCS:
+            content_type, page = LOCAL_DOCS[raw_path]()
+            self._send(200, [("Content-Type", content_type)], page)
+            return
         found = api.find(self.command, raw_path)  # match before decoding: %2F is not a path separator
         if found is None:
             # API Gateway answers an unknown resource or method with 403, not 404.

@@ -146,7 +146,8 @@ def _http(method: str, url: str, body: Any = None, headers: dict[str, str] | Non
     except HTTPError as error:
         status, raw, got = error.code, error.read(), error.headers
     text = raw.decode()
-    return Answer(status, {k.lower(): v for k, v in got.items()}, json.loads(text) if text else None)
+    is_json = "json" in (got.get("Content-Type") or "application/json")
+    return Answer(status, {k.lower(): v for k, v in got.items()}, json.loads(text) if text and is_json else text)
 
 
 @pytest.fixture(scope="session")

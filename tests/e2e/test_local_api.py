@@ -417,3 +417,12 @@ def test_k6_load_of_20_vus_posting_reports_has_no_errors(
     assert metrics["checks"]["fails"] == 0
     assert count_rows(db) == 3 * requests
     assert db.execute("SELECT count(*) FROM ingest.idempotency_keys").fetchone()[0] == requests
+
+
+def test_serves_the_openapi_document_and_swagger_ui_without_a_key(local_api: Any, http: Callable[..., Any]) -> None:
+    document = http("GET", f"{local_api.url}/openapi.json")
+    assert document.status == 200
+    assert "/experiments/report" in document.body["paths"]
+    swagger = http("GET", f"{local_api.url}/swagger")
+    assert swagger.status == 200
+    assert "SwaggerUIBundle" in swagger.body
