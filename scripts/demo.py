@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
+from urllib.request import Request, urlopen
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -274,11 +275,39 @@ def main() -> int:
         report("report", api, baseline_file, f"{EXPERIMENT}_baseline", "cold cache baseline (demo)", env, extra)
         report("report", api, cached_file, f"{EXPERIMENT}_cached", "warm LRU cache (demo)", env, extra)
 
-    table = read_back(url, run_id)
-    print(f"\nRead back from the experiments table (name = {EXPERIMENT}, demoRun = {run_id}):", flush=True)
-    print(comparison(table), flush=True)
-    print(f"\nLogs in {shown(log_dir)}/; the rows stay in the database for Prisma Studio.", flush=True)
+        table = read_back(url, run_id)
+        print(f"\nRead back from the experiments table (name = {EXPERIMENT}, demoRun = {run_id}):", flush=True)
+        print(comparison(table), flush=True)
+        print(f"\nGET /experiments/compare?name={EXPERIMENT} (all runs stored so far):", flush=True)
+        print(verdicts(fetch_comparison(api.url, api_key)), flush=True)
+        print(f"\nDashboard: {api.url}/dashboard (key: {api_key})", flush=True)
+        print(f"Logs in {shown(log_dir)}/; the rows stay in the database for Prisma Studio.", flush=True)
+        if os.environ.get("KEEP") == "1":
+            print("KEEP=1: the local API and the dashboard stay up until Ctrl-C.", flush=True)
+            while True:
+                time.sleep(3600)
+        print("(run with KEEP=1 to keep the API and the dashboard up)", flush=True)
     return 0
+
+
+def fetch_comparison(api_url: str, api_key: str) -> dict:
+    """The API's own comparison of the variants (medians of recent runs and verdicts)."""
+    url = f"{api_url}/experiments/compare?name={EXPERIMENT}"
+    request = Request(url, headers={"x-api-key": api_key})  # noqa: S310 - the local API on 127.0.0.1
+    with urlopen(request, timeout=30) as response:  # noqa: S310 - the local API on 127.0.0.1
+        return json.load(response)
+
+
+def verdicts(report: dict) -> str:
+    """One line per shown metric: each variant's median and the cached variant's verdict."""
+    lines = []
+    for entry in report["metrics"]:
+        if entry["metric"] not in TABLE_METRICS:
+            continue
+        parts = [f"{v['variant']} median {v['median']:,.2f} ({v['runs']} runs)" for v in entry["variants"]]
+        judged = [f"{v['variant']}: {v['verdict']}" for v in entry["variants"] if v["verdict"]]
+        lines.append(f"  {entry['metric']:<8} " + ", ".join(parts) + (" -> " + ", ".join(judged) if judged else ""))
+    return "\n".join(lines)
 
 
 def _terminate(signum: int, _frame: object) -> None:
