@@ -3,6 +3,7 @@
 
     python scripts/report_k6_result.py <k6_summary.json> <base_url> <api_key|-> "<name>" ["notes"]
            [--variant V] [--metadata KEY=VALUE ...] [--k6-file PATH] [--dry-run] [--timeout S] [--retries N]
+           [--compare-to BASELINE [--fail-on-regression PCT] [--runs N]]
 
 The original doc's positional call keeps working. `-` (or an empty string) as the key reads it from
 `EXPERIMENTS_API_KEY`, so CI logs never show it; the key itself is never printed.
@@ -16,10 +17,17 @@ The body never carries "now": `date` is sent only when the file records when k6 
 summaries), else the API stamps its own time. Reporting the same file again (a re-run CI job) therefore
 sends the same bytes with the same Idempotency-Key, which the API answers as a replay, not a conflict.
 
+The regression gate (CI): with `--compare-to BASELINE`, once the report is stored (or replayed) the reporter
+asks GET <base_url>/experiments/compare?name=&baseline=BASELINE&runs=N&threshold=PCT for the verdicts, prints
+a table of the reported variant against the baseline and, when GITHUB_STEP_SUMMARY is set, appends the same
+as Markdown to that file. With `--fail-on-regression PCT` it exits 4 when any metric's verdict is `worse`:
+the API calls a metric worse only when the change passes PCT percent AND the run-to-run noise (Mann-Whitney U
+with 4+ runs a side, else no overlap between the runs). Without it the table is informational (exit 0).
+
 Exit codes (the contract in DESIGN.md):
   0 stored, or replayed (the same report was already stored)    2 rejected by the API (4xx; message printed)
   1 usage error, or k6 file missing/unreadable/invalid (nothing sent)   3 API unreachable after retries
-  4 reserved for the regression gate (--compare-to/--fail-on-regression, not implemented yet)
+  4 regression gate failed: a metric got worse than the baseline (--fail-on-regression)
 
 Standard library only, Python >= 3.9: a CI job needs nothing but `python3`.
 """
@@ -50,11 +58,13 @@ EXIT_OK = 0
 EXIT_USAGE = 1
 EXIT_REJECTED = 2
 EXIT_UNREACHABLE = 3
-EXIT_REGRESSION = 4  # reserved for --compare-to / --fail-on-regression
+EXIT_REGRESSION = 4  # --fail-on-regression: a metric got worse than the baseline
 
 API_KEY_ENV = "EXPERIMENTS_API_KEY"
 K6_FILE_ENV = "K6_FILE"
 REPORT_PATH = "/experiments/report"
+COMPARE_PATH = "/experiments/compare"
+STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 USER_AGENT = "k6-experiments-reporter/1"
 
 # What the API accepts (DESIGN.md, "Contract"): anything else is a 422, so the reporter never sends it.
@@ -71,6 +81,15 @@ DEFAULT_RETRIES = 4
 DEFAULT_BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_FACTOR = 20  # cap = 20 x base: 10 s with the default base
 RETRY_AFTER_MAX_S = 60.0  # honour the server's Retry-After, but never hang a CI job for minutes
+
+DEFAULT_GATE_RUNS = 5
+MAX_GATE_RUNS = 100  # the compare endpoint's bounds for `runs` and `threshold`
+MAX_THRESHOLD_PCT = 1000.0
+# The gate's table lists the reporter's own metrics in this order (latencies, throughput, failures), then any other.
+METRIC_ORDER = (
+    "p50_ms", "p90_ms", "p95_ms", "p99_ms", "avg_ms", "min_ms", "max_ms",
+    "rps", "requests_count", "error_rate", "checks_pass_rate",
+)  # fmt: skip
 
 
 class ReporterError(Exception):
@@ -502,13 +521,26 @@ def idempotency_key(raw: bytes, name: str, variant: str | None) -> str:
     return digest.hexdigest()
 
 
-def report_url(base_url: str) -> str:
-    """`<base_url>/experiments/report`; the base may carry a stage path (https://x.execute-api.../dev)."""
+def api_base(base_url: str) -> str:
+    """The API's base URL without a trailing slash; it may carry a stage path (https://x.execute-api.../dev)."""
     base = base_url.strip().rstrip("/")
     parts = urllib.parse.urlsplit(base)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise UsageError(f"base_url must be an http(s) URL, got {base_url!r}")
-    return base + REPORT_PATH
+    return base
+
+
+def report_url(base_url: str) -> str:
+    """`<base_url>/experiments/report`."""
+    return api_base(base_url) + REPORT_PATH
+
+
+def compare_url(base_url: str, name: str, baseline: str, runs: int, threshold_pct: float | None) -> str:
+    """`<base_url>/experiments/compare?name=&baseline=&runs=[&threshold=]` (no threshold: the API's default)."""
+    query: dict[str, str] = {"name": name, "baseline": baseline, "runs": str(runs)}
+    if threshold_pct is not None:
+        query["threshold"] = repr(float(threshold_pct))
+    return f"{api_base(base_url)}{COMPARE_PATH}?{urllib.parse.urlencode(query)}"
 
 
 def resolve_api_key(arg: str, env: dict[str, str], required: bool) -> str:
@@ -591,14 +623,34 @@ def post_report(
     Every attempt sends the same bytes and the same Idempotency-Key, so the API stores the report once
     however many attempts reach it. Raises UnreachableError when all `retries + 1` attempts fail.
     """
+    return send_request(
+        "POST", url, body, headers, timeout=timeout, retries=retries, backoff_base=backoff_base, log=log
+    )
+
+
+def send_request(
+    method: str,
+    url: str,
+    body: bytes | None,
+    headers: dict[str, str],
+    *,
+    timeout: float,
+    retries: int,
+    backoff_base: float,
+    log: Callable[[str], None],
+) -> ApiResponse:
+    """One API call with the reporter's retry rules: connection errors, timeouts, 429 and 5xx are retried
+    with backoff (honouring Retry-After), 2xx and 4xx (and 3xx: redirects are not followed) are final.
+    Raises UnreachableError when all `retries + 1` attempts fail.
+    """
     rng = random.Random()
     opener = urllib.request.build_opener(_NoRedirect)
     last_problem = ""
     attempts = retries + 1
     for attempt in range(attempts):
         retry_after = None
-        # The scheme is checked in report_url (http or https only).
-        request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
+        # The scheme is checked in api_base (http or https only).
+        request = urllib.request.Request(url, data=body, headers=headers, method=method)  # noqa: S310
         try:
             with opener.open(request, timeout=timeout) as response:
                 data, text = _decode(response.read())
@@ -669,6 +721,287 @@ def describe_stored(response: ApiResponse, payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------------------------- regression gate
+
+
+@dataclass
+class GateRow:
+    """One metric of the reported variant against the baseline, as GET /experiments/compare judged it."""
+
+    metric: str
+    baseline_median: float | None
+    baseline_runs: int  # runs the medians were taken over (at most the window), 0: no baseline run
+    median: float | None
+    runs: int
+    change_pct: float | None
+    verdict: str | None  # better / worse / no_change / not_enough_data; None when this IS the baseline
+    method: str | None
+    p_value: float | None
+
+
+@dataclass
+class GateResult:
+    """The comparison of the reported variant against the baseline, and whether it fails the gate."""
+
+    name: str
+    variant: str
+    baseline: str
+    window: int
+    threshold_pct: float
+    enforce: bool  # --fail-on-regression given: a `worse` verdict fails the job
+    rows: list[GateRow]
+
+    def metrics_with(self, verdict: str) -> list[str]:
+        """Names of the metrics whose verdict is `verdict`."""
+        return [row.metric for row in self.rows if row.verdict == verdict]
+
+    @property
+    def failed(self) -> bool:
+        """True when the gate fails the job: enforced, and some metric got worse."""
+        return self.enforce and bool(self.metrics_with("worse"))
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_REGRESSION if self.failed else EXIT_OK
+
+
+def split_name(name: str, variant: str | None) -> tuple[str, str]:
+    """(experiment, variant) by the API's rule: the given variant, else the name split at its last `_`."""
+    if variant:
+        return name, variant
+    head, sep, tail = name.rpartition("_")
+    if not sep or not head or not tail:
+        raise UsageError(f"cannot tell the variant of {name!r}: pass --variant")
+    return head, tail
+
+
+def stored_identity(response: ApiResponse, payload: dict[str, Any]) -> tuple[str, str]:
+    """(experiment, variant) as the API stored them (its answer says), else by the API's own rule."""
+    body = response.body if isinstance(response.body, dict) else {}
+    name, variant = body.get("name"), body.get("variant")
+    if isinstance(name, str) and name and isinstance(variant, str) and variant:
+        return name, variant
+    return split_name(payload["name"], payload.get("variant"))
+
+
+def _row_of(variants: list[Any], variant: str) -> dict[str, Any] | None:
+    """The compare answer's row for `variant` within one metric, if any."""
+    for row in variants:
+        if isinstance(row, dict) and row.get("variant") == variant:
+            return row
+    return None
+
+
+def _window(row: dict[str, Any] | None, window: int) -> int:
+    """How many runs a median was taken over: the stored runs, at most the window."""
+    runs = row.get("runs") if row else None
+    return min(runs, window) if isinstance(runs, int) else 0
+
+
+def gate_rows(comparison: dict[str, Any], variant: str, baseline: str, window: int) -> list[GateRow]:
+    """The reported variant's row of every metric it has, next to the baseline's median."""
+    rows = []
+    for metric in comparison.get("metrics") or []:
+        variants = metric.get("variants") if isinstance(metric, dict) else None
+        mine = _row_of(variants or [], variant)
+        if mine is None:
+            continue
+        base = _row_of(variants or [], baseline)
+        rows.append(
+            GateRow(
+                metric=str(metric.get("metric")),
+                baseline_median=_number(base.get("median")) if base else None,
+                baseline_runs=_window(base, window),
+                median=_number(mine.get("median")),
+                runs=_window(mine, window),
+                change_pct=_number(mine.get("changePct")),
+                verdict=mine.get("verdict"),
+                method=mine.get("method"),
+                p_value=_number(mine.get("pValue")),
+            )
+        )
+    return sorted(rows, key=_metric_rank)
+
+
+def _metric_rank(row: GateRow) -> tuple[int, str]:
+    """Sort key: the reporter's metrics in METRIC_ORDER, then the others by name."""
+    known = row.metric in METRIC_ORDER
+    return (METRIC_ORDER.index(row.metric) if known else len(METRIC_ORDER), row.metric)
+
+
+def fetch_comparison(args: argparse.Namespace, api_key: str, name: str, log: Callable[[str], None]) -> dict[str, Any]:
+    """GET /experiments/compare with the same key and retry rules as the report; 4xx -> RejectedError."""
+    threshold = args.fail_on_regression
+    url = compare_url(args.base_url, name, args.compare_to, args.runs, threshold)
+    headers = {"Accept": "application/json", "User-Agent": USER_AGENT, "x-api-key": api_key}
+    response = send_request(
+        "GET", url, None, headers, timeout=args.timeout, retries=args.retries, backoff_base=args.backoff_base, log=log
+    )
+    if not 200 <= response.status < 300:
+        raise RejectedError("comparison " + describe_rejection(response))
+    if not isinstance(response.body, dict) or not isinstance(response.body.get("metrics"), list):
+        raise RejectedError(f"comparison: unexpected answer from {url} (HTTP {response.status}): {response.text[:200]}")
+    return response.body
+
+
+def build_gate_result(comparison: dict[str, Any], args: argparse.Namespace, name: str, variant: str) -> GateResult:
+    """The gate's view of the compare answer for the reported variant."""
+    window = comparison.get("runs") if isinstance(comparison.get("runs"), int) else args.runs
+    threshold = _number(comparison.get("thresholdPct"))
+    return GateResult(
+        name=name,
+        variant=variant,
+        baseline=args.compare_to,
+        window=window,
+        threshold_pct=threshold if threshold is not None else (args.fail_on_regression or 0.0),
+        enforce=args.fail_on_regression is not None,
+        rows=gate_rows(comparison, variant, args.compare_to, window),
+    )
+
+
+def format_value(value: float | None) -> str:
+    """A stored value at the column's precision (4 decimals), without trailing zeros; `-` when absent."""
+    if value is None:
+        return "-"
+    return f"{value:.{METRIC_DECIMALS}f}".rstrip("0").rstrip(".")
+
+
+def format_change(change_pct: float | None) -> str:
+    """`+25.00%`; `n/a` when there is no change to show (no baseline, or a baseline of 0)."""
+    return "n/a" if change_pct is None else f"{change_pct:+.2f}%"
+
+
+def format_method(row: GateRow) -> str:
+    """The API's method, with the p-value of a Mann-Whitney U test; `-` when no test was needed."""
+    if not row.method or row.method == "none":
+        return "-"
+    return f"{row.method} p={row.p_value:.3f}" if row.p_value is not None else row.method
+
+
+def _with_runs(value: float | None, runs: int) -> str:
+    """`median (n)`: a median and how many runs it was taken over."""
+    return "-" if value is None else f"{format_value(value)} ({runs})"
+
+
+def table_cells(result: GateResult) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the comparison table, shared by the text and the Markdown rendering."""
+    header = ["metric", f"{result.baseline} median (n)", f"{result.variant} median (n)", "change", "verdict", "method"]
+    rows = [
+        [
+            row.metric,
+            _with_runs(row.baseline_median, row.baseline_runs),
+            _with_runs(row.median, row.runs),
+            format_change(row.change_pct),
+            row.verdict or "(baseline)",
+            format_method(row),
+        ]
+        for row in result.rows
+    ]
+    return header, rows
+
+
+def gate_heading(result: GateResult) -> str:
+    """One line saying what is compared with what, over how many runs and at which threshold."""
+    return (
+        f"{result.name}: variant {result.variant!r} vs baseline {result.baseline!r} "
+        f"(medians of the last {result.window} runs each, threshold {result.threshold_pct:g}%)"
+    )
+
+
+def gate_outcome(result: GateResult) -> str:
+    """The overall result in one or two sentences: failed, passed, or why nothing could be decided."""
+    if result.variant == result.baseline:
+        return f"this run is the baseline {result.baseline!r} itself: nothing to compare, not failing"
+    if all(row.baseline_runs == 0 for row in result.rows):
+        return f"not enough data: no run of baseline {result.baseline!r} is stored for {result.name!r}, not failing"
+    worse, better = result.metrics_with("worse"), result.metrics_with("better")
+    if worse:
+        what = f"{', '.join(worse)} got worse than {result.baseline!r} beyond {result.threshold_pct:g}% and the noise"
+        lines = [f"FAILED: {what}" if result.enforce else f"{what} (not failing: no --fail-on-regression)"]
+    else:
+        lines = ["PASSED: no metric got worse" + (f"; better: {', '.join(better)}" if better else "")]
+    noisy = [
+        row.metric
+        for row in result.rows
+        if row.verdict == "no_change" and row.change_pct and abs(row.change_pct) >= result.threshold_pct
+    ]
+    if noisy:
+        lines.append(f"past {result.threshold_pct:g}% but within the run-to-run noise (not called): {', '.join(noisy)}")
+    no_data = result.metrics_with("not_enough_data")
+    if no_data:
+        lines.append(f"not enough data (not judged): {', '.join(no_data)}")
+    return "\n".join(lines)
+
+
+def render_text(result: GateResult) -> str:
+    """The table for the CI log, columns aligned."""
+    header, rows = table_cells(result)
+    widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
+    right = {1, 2, 3}  # numbers right-aligned
+
+    def line(cells: list[str]) -> str:
+        padded = (cells[i].rjust(widths[i]) if i in right else cells[i].ljust(widths[i]) for i in range(len(cells)))
+        return "  ".join(padded)
+
+    body = [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+    if not rows:
+        body.append("(no metric of this variant in the comparison)")
+    return "\n".join([f"regression gate: {gate_heading(result)}", *(b.rstrip() for b in body), gate_outcome(result)])
+
+
+def _md(text: str) -> str:
+    """A table cell's text with Markdown's table and code characters escaped."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("`", "\\`")
+
+
+def render_markdown(result: GateResult) -> str:
+    """The GitHub step summary: heading, table, overall result."""
+    if result.failed:
+        mark, status = ":x:", "failed"
+    elif result.metrics_with("worse"):
+        mark, status = ":warning:", "found a regression (not enforced)"
+    else:
+        mark, status = ":white_check_mark:", "passed"
+    header, rows = table_cells(result)
+    lines = [
+        f"### {mark} k6 regression gate {status}",
+        "",
+        _md(gate_heading(result)),
+        "",
+        "| " + " | ".join(_md(cell) for cell in header) + " |",
+        "| --- | ---: | ---: | ---: | --- | --- |",
+        *("| " + " | ".join(_md(cell) for cell in row) + " |" for row in rows),
+        "",
+        *(f"**{_md(line)}**" if i == 0 else _md(line) for i, line in enumerate(gate_outcome(result).splitlines())),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def append_step_summary(result: GateResult, env: dict[str, str], warn: Callable[[str], None]) -> None:
+    """Append the Markdown summary to $GITHUB_STEP_SUMMARY when set; a write failure only warns."""
+    path = env.get(STEP_SUMMARY_ENV, "").strip()
+    if not path:
+        return
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(render_markdown(result) + "\n")
+    except OSError as exc:
+        warn(f"cannot write the step summary to {path}: {exc.strerror or exc}")
+
+
+def run_gate(
+    args: argparse.Namespace, api_key: str, response: ApiResponse, payload: dict[str, Any], env: dict[str, str]
+) -> int:
+    """After a stored (or replayed) report: compare it with the baseline, print, summarise, decide."""
+    name, variant = stored_identity(response, payload)
+    comparison = fetch_comparison(args, api_key, name, log=lambda msg: print(msg, file=sys.stderr))
+    result = build_gate_result(comparison, args, name, variant)
+    print(render_text(result))
+    append_step_summary(result, env, warn=lambda msg: print(f"warning: {msg}", file=sys.stderr))
+    return result.exit_code
+
+
 # --------------------------------------------------------------------------------------------- CLI
 
 
@@ -684,10 +1017,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="report_k6_result.py",
         usage="%(prog)s <k6_summary.json> <base_url> <api_key|-> <name> [notes]\n"
-        "       [--variant V] [--metadata KEY=VALUE ...] [--k6-file PATH] [--dry-run] [--timeout S] [--retries N]",
+        "       [--variant V] [--metadata KEY=VALUE ...] [--k6-file PATH] [--dry-run] [--timeout S] [--retries N]\n"
+        "       [--compare-to BASELINE [--fail-on-regression PCT] [--runs N]]",
         description="Send a k6 summary (any of its three JSON shapes) to POST <base_url>/experiments/report.",
         epilog="Exit codes: 0 stored or replayed, 1 usage or bad k6 file (nothing sent), "
-        "2 rejected by the API, 3 API unreachable after retries.",
+        "2 rejected by the API, 3 API unreachable after retries, 4 regression gate failed.",
     )
     parser.add_argument("summary", help="k6 JSON: --summary-export, handleSummary data or machine-readable")
     parser.add_argument("base_url", help="API base URL, may include a stage path (https://x.execute-api.../dev)")
@@ -713,6 +1047,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # Scales every backoff (cap = 20 x base); tests shrink it so retry paths run in milliseconds.
     parser.add_argument("--backoff-base", type=float, default=DEFAULT_BACKOFF_BASE_S, help=argparse.SUPPRESS)
+    gate = parser.add_argument_group("regression gate (after the report is stored)")
+    gate.add_argument(
+        "--compare-to",
+        metavar="BASELINE",
+        help="compare the reported variant with this variant (GET /experiments/compare) and print the table",
+    )
+    gate.add_argument(
+        "--fail-on-regression",
+        type=float,
+        metavar="PCT",
+        help="exit 4 when a metric got worse by more than PCT percent and more than the run-to-run noise",
+    )
+    gate.add_argument(
+        "--runs",
+        type=int,
+        metavar="N",
+        help=f"compare the medians of the last N runs of each variant (default {DEFAULT_GATE_RUNS})",
+    )
     return parser
 
 
@@ -728,6 +1080,26 @@ def _validate(args: argparse.Namespace) -> None:
         raise UsageError("--retries must be >= 0")
     if not (args.backoff_base >= 0):
         raise UsageError("--backoff-base must be >= 0")
+    _validate_gate(args)
+
+
+def _validate_gate(args: argparse.Namespace) -> None:
+    """The gate's options: they need --compare-to, and stay within what the compare endpoint accepts."""
+    if args.compare_to is not None and not args.compare_to.strip():
+        raise UsageError("--compare-to must not be empty")
+    if args.compare_to is None:
+        for option, value in (("--fail-on-regression", args.fail_on_regression), ("--runs", args.runs)):
+            if value is not None:
+                raise UsageError(f"{option} requires --compare-to BASELINE")
+        return
+    args.compare_to = args.compare_to.strip()
+    pct = args.fail_on_regression
+    if pct is not None and not (0 <= pct <= MAX_THRESHOLD_PCT):  # also false for NaN
+        raise UsageError(f"--fail-on-regression must be a percentage from 0 to {MAX_THRESHOLD_PCT:g}, got {pct}")
+    if args.runs is None:
+        args.runs = DEFAULT_GATE_RUNS
+    if not 1 <= args.runs <= MAX_GATE_RUNS:
+        raise UsageError(f"--runs must be from 1 to {MAX_GATE_RUNS}, got {args.runs}")
 
 
 def run(args: argparse.Namespace, env: dict[str, str]) -> int:
@@ -757,6 +1129,8 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> int:
     if args.dry_run:
         print(json.dumps(payload, indent=2))
         print(f"dry run ({summary.shape}): nothing sent to {url} (Idempotency-Key {key})", file=sys.stderr)
+        if args.compare_to:
+            print("dry run: no comparison either (the regression gate needs the stored report)", file=sys.stderr)
         return EXIT_OK
 
     body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
@@ -776,10 +1150,12 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> int:
         backoff_base=args.backoff_base,
         log=lambda msg: print(msg, file=sys.stderr),
     )
-    if 200 <= response.status < 300:
-        print(describe_stored(response, payload))
-        return EXIT_OK
-    raise RejectedError(describe_rejection(response))
+    if not 200 <= response.status < 300:
+        raise RejectedError(describe_rejection(response))
+    print(describe_stored(response, payload))
+    if args.compare_to:
+        return run_gate(args, api_key, response, payload, env)
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
