@@ -46,6 +46,10 @@ e2e: $(STAMP) ## Real HTTP, real k6
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check .
 
+.PHONY: bench
+bench: $(STAMP) ## Benchmarks: warm ingest path vs the floor, cold start (DATABASE_URL, else 127.0.0.1:5432); bench/results.json
+	$(PY) bench/run.py $(BENCH_ARGS)
+
 migrate: $(STAMP) ## Apply db/migrations to DATABASE_URL
 	$(PY) scripts/migrate.py
 
@@ -126,3 +130,22 @@ validate: $(SAM_STAMP) ## cfn-lint and sam validate --lint on template.yaml
 .PHONY: openapi
 openapi: $(STAMP) ## Regenerate docs/openapi.json from the handlers (CI checks it matches)
 	$(PY) scripts/openapi.py
+
+# GET /dashboard: dashboard/index.html + uPlot from npm (pinned in dashboard/package-lock.json), built into
+# functions/query/dashboard.html, which is committed: only changing the page needs npm.
+.PHONY: dashboard
+dashboard: ## Rebuild functions/query/dashboard.html (npm ci in dashboard/, then scripts/build_dashboard.py)
+	cd dashboard && npm ci --ignore-scripts --no-audit --no-fund
+	$(PYTHON) scripts/build_dashboard.py
+
+# tests/e2e/test_dashboard.py drives Debian's Chromium with Playwright (no `playwright install`, no download).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	else \
+	  echo "tests/e2e/test_dashboard.py needs Debian's chromium at $(CHROMIUM); install it as root:"; \
+	  echo "  sudo apt-get update && sudo apt-get install -y chromium"; \
+	  exit 1; \
+	fi
+test e2e: $(CHROMIUM)

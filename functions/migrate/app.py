@@ -9,11 +9,17 @@ the reason, before the Lambda timeout, so a stack never waits for an answer that
   belongs to the Prisma backend: deleting this stack must never drop data.
 The SQL files are packaged next to this file: `functions/migrate/migrations` is a link to `db/migrations`,
 which `sam build` copies as a real folder (and hashes, so cached builds see new migrations).
+
+Unlike the API handlers, this module imports only the standard library at load time (plain `logging`, no
+Powertools): a broken layer must still produce a FAILED response naming the import error, not an init error
+that leaves CloudFormation waiting for its timeout.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import threading
 import time
 import urllib.error
@@ -22,9 +28,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.typing import LambdaContext
-
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 PHYSICAL_RESOURCE_ID = "experiments-db-migrations"
 # Time kept back from the Lambda timeout for sending the response (with its retries).
@@ -32,7 +35,7 @@ RESPONSE_RESERVE_S = 8.0
 RESPONSE_ATTEMPTS = 3
 MAX_REASON_CHARS = 1500  # the whole response must stay under CloudFormation's 4096 bytes
 
-logger = Logger()
+logger = logging.getLogger("migrate")
 
 
 class MigrationTimeout(Exception):
@@ -45,8 +48,7 @@ def apply_pending_migrations(budget_s: float) -> list[str]:
 
     def work() -> None:
         try:
-            # Imported here, not at module level: a broken layer (missing wheel, wrong architecture) must become a
-            # FAILED response with the reason, not an import error that leaves CloudFormation waiting.
+            # Imported here: a broken layer (missing wheel, wrong architecture) becomes a FAILED response.
             from experiments.config import load_database_settings
             from experiments.migrations import apply_migrations
 
@@ -84,26 +86,27 @@ def send_response(event: dict[str, Any], body: dict[str, Any], deadline: float) 
         )
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as answer:  # noqa: S310
-                logger.info("response sent", extra={"status": body["Status"], "http_status": answer.status})
+                logger.info("response %s sent (HTTP %s)", body["Status"], answer.status)
                 return True
         except urllib.error.HTTPError as error:
             if error.code < 500:
-                logger.error("response refused", extra={"http_status": error.code})
+                logger.error("response %s refused (HTTP %s)", body["Status"], error.code)
                 return False
-            logger.warning("response not stored", extra={"http_status": error.code, "attempt": attempt})
+            logger.warning("response not stored (HTTP %s), attempt %d", error.code, attempt)
         except (urllib.error.URLError, OSError) as error:
-            logger.warning("response not delivered", extra={"reason": str(error), "attempt": attempt})
+            logger.warning("response not delivered (%s), attempt %d", error, attempt)
         time.sleep(min(0.5 * attempt, max(0.0, deadline - time.monotonic() - 1.0)))
-    logger.error("gave up sending the response", extra={"status": body["Status"]})
+    logger.error("gave up sending the response %s", body["Status"])
     return False
 
 
-@logger.inject_lambda_context
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     started = time.monotonic()
+    level = os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO").upper()
+    logging.getLogger().setLevel(level if level in logging.getLevelNamesMapping() else logging.INFO)
     remaining_s = context.get_remaining_time_in_millis() / 1000
     request_type = event.get("RequestType")
-    logger.info("custom resource request", extra={"request_type": request_type})
+    logger.info("%s request for %s", request_type, event.get("LogicalResourceId"))
     status, reason, data = "SUCCESS", "", {}
     try:
         if request_type == "Delete":
