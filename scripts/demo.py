@@ -280,7 +280,7 @@ def main() -> int:
         print(comparison(table), flush=True)
         print(f"\nGET /experiments/compare?name={EXPERIMENT} (all runs stored so far):", flush=True)
         print(verdicts(fetch_comparison(api.url, api_key)), flush=True)
-        print(f"\nDashboard: {api.url}/dashboard (key: {api_key})", flush=True)
+        print(f"\nDashboard: {api.url}/dashboard#name={EXPERIMENT} (key: {api_key})", flush=True)
         print(f"Logs in {shown(log_dir)}/; the rows stay in the database for Prisma Studio.", flush=True)
         if os.environ.get("KEEP") == "1":
             print("KEEP=1: the local API and the dashboard stay up until Ctrl-C.", flush=True)

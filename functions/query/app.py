@@ -1,13 +1,21 @@
 """GET /experiments (rows, filtered and paged) and GET /experiments/compare (variants against a baseline).
 
+GET /dashboard serves the static page functions/query/dashboard.html (built from dashboard/index.html by
+scripts/build_dashboard.py); it needs no key, the page asks for one and sends it to the two routes above.
+
 Routes only; SQL and statistics live in `experiments.query` and `experiments.stats`.
 """
 
+import base64
+import hashlib
 import os
+import re
+from functools import cache
+from pathlib import Path
 from typing import Annotated
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -25,6 +33,7 @@ register_error_handlers(app)
 database = Database()  # connects on the first request, then stays open while the instance is warm
 
 Text = Annotated[str | None, Query(min_length=1, max_length=200)]
+DASHBOARD_HTML = Path(__file__).with_name("dashboard.html")
 
 
 @app.get(
@@ -64,6 +73,38 @@ def get_comparison(
     if not report.metrics:
         raise NotFound(f"no experiment named {name!r}")
     return report
+
+
+@cache
+def dashboard_page() -> tuple[str, str]:
+    """The page and its Content-Security-Policy, read once per warm instance.
+
+    The policy allows exactly the page's own inline scripts and styles (by hash) and requests to its own
+    origin: nothing injected into the page could run, and nothing can be loaded from or sent elsewhere.
+    """
+    html = DASHBOARD_HTML.read_text(encoding="utf-8")
+
+    def hashes(tag: str) -> str:
+        bodies = re.findall(rf"<{tag}\b[^>]*>(.*?)</{tag}>", html, flags=re.DOTALL)
+        return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()}'" for b in bodies)
+
+    policy = (
+        f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; connect-src 'self'; "
+        "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    return html, policy
+
+
+@app.get("/dashboard", include_in_schema=False)
+def get_dashboard() -> Response[str]:
+    html, policy = dashboard_page()
+    headers = {
+        "Cache-Control": "no-store",
+        "Content-Security-Policy": policy,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
+    return Response(status_code=200, content_type="text/html; charset=utf-8", body=html, headers=headers)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
