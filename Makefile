@@ -50,6 +50,15 @@ lint: $(STAMP) ## ruff
 bench: $(STAMP) ## Benchmarks: warm ingest path vs the floor, cold start (DATABASE_URL, else 127.0.0.1:5432); bench/results.json
 	$(PY) bench/run.py $(BENCH_ARGS)
 
+# The reliability tests for longer: each k6 ingest run lasts SOAK_SECONDS, with a PostgreSQL outage every 10 s
+# of the fault run; schemathesis with SOAK_EXAMPLES examples per operation.
+SOAK_SECONDS ?= 120
+SOAK_EXAMPLES ?= 1000
+.PHONY: soak
+soak: $(STAMP) ## Reliability soak: k6 ingest load and outages for SOAK_SECONDS (120), schemathesis x SOAK_EXAMPLES
+	SOAK_SECONDS=$(SOAK_SECONDS) SCHEMATHESIS_MAX_EXAMPLES=$(SOAK_EXAMPLES) \
+	$(VENV)/bin/pytest tests/e2e/test_ingest_reliability.py tests/e2e/test_schemathesis.py -v
+
 migrate: $(STAMP) ## Apply db/migrations to DATABASE_URL
 	$(PY) scripts/migrate.py
 

@@ -500,6 +500,12 @@ class ApiGatewayHandler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
 
+    def __getattr__(self, name: str) -> Any:
+        """Any other method (TRACE, QUERY, ...) is routed too: API Gateway answers it, http.server would say 501."""
+        if name.startswith("do_"):
+            return self._dispatch
+        raise AttributeError(name)
+
 
 class LocalApiServer(ThreadingHTTPServer):
     """A thread per connection; a deep backlog so 20+ k6 VUs connecting at once are not refused."""

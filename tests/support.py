@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import psycopg
 
@@ -66,6 +68,36 @@ class Answer:
 def private_pgdata() -> Path:
     """A data folder for an embedded PostgreSQL that no other test run prunes (pytest's tmp folders get pruned)."""
     return Path(tempfile.mkdtemp(prefix="k6exp-pgdata-"))
+
+
+class StoppableServer:
+    """An embedded PostgreSQL a test owns, so it can be stopped and started like a real outage."""
+
+    def __init__(self, pgdata: Path) -> None:
+        from experiments.localdb import embedded_server
+
+        self.pgdata = pgdata
+        self.url = embedded_server(pgdata, delete_on_exit=True).get_uri()
+        self.socket_dir = parse_qs(urlparse(self.url).query)["host"][0]
+        self.run_as = "pgserver" if os.geteuid() == 0 else None  # pgserver runs PostgreSQL as this user under root
+
+    def stop(self) -> None:
+        import pgserver
+
+        pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self.run_as)
+
+    def start(self) -> None:
+        import pgserver
+
+        options = ["-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", str(self.pgdata / "log")]
+        pgserver.pg_ctl(["-w", *options, "start"], pgdata=self.pgdata, user=self.run_as)
+
+    def is_up(self) -> bool:
+        try:
+            psycopg.connect(self.url, connect_timeout=1).close()
+            return True
+        except psycopg.OperationalError:
+            return False
 
 
 def count_rows(conn: psycopg.Connection) -> int:

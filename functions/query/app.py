@@ -19,10 +19,11 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import AfterValidator
 
 from experiments.db import Database
 from experiments.http import error_responses, register_error_handlers
-from experiments.models import ComparisonReport, ExperimentPage, ReportDate
+from experiments.models import ComparisonReport, ExperimentPage, ReportDate, storable_text
 from experiments.query import ListFilters, NotFound, compare_variants, list_experiments
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "k6-experiments"))
@@ -32,14 +33,14 @@ app = APIGatewayRestResolver(enable_validation=True)
 register_error_handlers(app)
 database = Database()  # connects on the first request, then stays open while the instance is warm
 
-Text = Annotated[str | None, Query(min_length=1, max_length=200)]
+Text = Annotated[str | None, Query(min_length=1, max_length=200), AfterValidator(storable_text)]
 DASHBOARD_HTML = Path(__file__).with_name("dashboard.html")
 
 
 @app.get(
     "/experiments",
     summary="Stored rows, newest first, filtered; follow nextCursor for older pages",
-    responses=error_responses(400, 422, 503),
+    responses={200: {"description": "One page of rows, newest first"}, **error_responses(400, 422, 503)},
 )
 @tracer.capture_method
 def get_experiments(
@@ -58,12 +59,12 @@ def get_experiments(
 @app.get(
     "/experiments/compare",
     summary="Per metric and variant: runs, latest, median of recent runs, change and verdict vs the baseline",
-    responses=error_responses(404, 422, 503),
+    responses={200: {"description": "The comparison"}, **error_responses(404, 422, 503)},
 )
 @tracer.capture_method
 def get_comparison(
-    name: Annotated[str, Query(min_length=1, max_length=200)],
-    baseline: Annotated[str, Query(min_length=1, max_length=100)] = "baseline",
+    name: Annotated[str, Query(min_length=1, max_length=200), AfterValidator(storable_text)],
+    baseline: Annotated[str, Query(min_length=1, max_length=100), AfterValidator(storable_text)] = "baseline",
     runs: Annotated[int, Query(ge=1, le=100, description="How many recent runs per variant to compare")] = 5,
     threshold: Annotated[float, Query(ge=0, le=1000, description="Smallest change in percent to call")] = 5.0,
 ) -> ComparisonReport:

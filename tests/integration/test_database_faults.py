@@ -7,49 +7,27 @@ so they never touch the shared server named by DATABASE_URL.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import ClassVar
-from urllib.parse import parse_qs, urlparse
 
-import pgserver
 import psycopg
 import pytest
 from conftest import private_pgdata
 from psycopg.conninfo import conninfo_to_dict
 
 from experiments.db import Database
-from experiments.localdb import embedded_server
 from experiments.migrations import apply_migrations
 from experiments.models import ExperimentReport
 from experiments.store import save_report
-from support import count_rows
+from support import StoppableServer, count_rows
 
 pytestmark = pytest.mark.integration
 
 REPORT = {"name": "faults", "variant": "baseline", "metricsSummary": {"p50_ms": 1, "p95_ms": 2, "rps": 3}}
 METRICS = len(REPORT["metricsSummary"])
-
-
-class StoppableServer:
-    """An embedded PostgreSQL this test owns, so it can be stopped and started like a real outage."""
-
-    def __init__(self, pgdata: Path) -> None:
-        self.pgdata = pgdata
-        self.url = embedded_server(pgdata, delete_on_exit=True).get_uri()
-        self.socket_dir = parse_qs(urlparse(self.url).query)["host"][0]
-        self.run_as = "pgserver" if os.geteuid() == 0 else None  # pgserver runs PostgreSQL as this user under root
-
-    def stop(self) -> None:
-        pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self.run_as)
-
-    def start(self) -> None:
-        options = ["-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", str(self.pgdata / "log")]
-        pgserver.pg_ctl(["-w", *options, "start"], pgdata=self.pgdata, user=self.run_as)
 
 
 @pytest.fixture(scope="module")

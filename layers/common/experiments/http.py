@@ -8,6 +8,7 @@ never shown). Domain exceptions are mapped here by type, never by matching messa
 from __future__ import annotations
 
 import base64
+import json
 from http import HTTPStatus
 from typing import Any
 
@@ -20,7 +21,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
 from experiments.db import DatabaseUnavailable
-from experiments.models import ErrorBody, ErrorDetail
+from experiments.models import ErrorBody, ErrorDetail, GatewayError
 from experiments.query import InvalidCursor, NotFound
 from experiments.store import IdempotencyConflict
 
@@ -36,6 +37,19 @@ class PayloadTooLarge(Exception):
 
 class UnsupportedMediaType(Exception):
     """The request body is declared as something other than JSON."""
+
+
+def parse_json(text: str) -> Any:
+    """`json.loads` for request bodies, where a number too long to convert (over 4300 digits) is malformed JSON.
+
+    Python refuses such numbers with a plain ValueError, which the validator would let through as a 500.
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError as error:
+        raise json.JSONDecodeError(str(error), text, 0) from None
 
 
 def check_body(event: APIGatewayProxyEvent) -> None:
@@ -62,8 +76,10 @@ def error_response(
 
 
 def error_responses(*statuses: int) -> dict[int, dict[str, Any]]:
-    """OpenAPI `responses` entries for error statuses, all with the ErrorBody shape."""
-    return {
+    """OpenAPI `responses` entries for error statuses, all with the ErrorBody shape, plus API Gateway's 403
+    for a missing or wrong key (its own `{"message"}` shape): every route that lists its errors needs the key."""
+    forbidden = {"description": "No API key, or a wrong one", "content": {"application/json": {"model": GatewayError}}}
+    return {403: forbidden} | {
         status: {"description": HTTPStatus(status).phrase, "content": {"application/json": {"model": ErrorBody}}}
         for status in statuses
     }
@@ -133,6 +149,13 @@ def register_error_handlers(app: APIGatewayRestResolver) -> None:
     def nested_too_deeply(error: RecursionError) -> Response:
         return error_response(HTTPStatus.BAD_REQUEST, "malformed_json", "the body's JSON is nested too deeply")
 
+    @app.exception_handler(UnicodeDecodeError)
+    def not_utf8(error: UnicodeDecodeError) -> Response:
+        # A binary body (API Gateway passes it base64-encoded) that is not UTF-8 cannot be JSON.
+        return _body_problem(app.current_event) or error_response(
+            HTTPStatus.BAD_REQUEST, "malformed_json", f"the body is not valid UTF-8, so not JSON: {error.reason}"
+        )
+
     @app.exception_handler(IdempotencyConflict)
     def key_reused(error: IdempotencyConflict) -> Response:
         return error_response(
@@ -154,6 +177,11 @@ def register_error_handlers(app: APIGatewayRestResolver) -> None:
 
     @app.exception_handler(Exception)
     def unexpected(error: Exception) -> Response:
+        # The validator can fail on a body it should never have parsed (multipart/form-data without a
+        # boundary raises ValueError): a body refused for its type or size is a 415 or 413, not our bug.
+        problem = _body_problem(app.current_event)
+        if problem is not None:
+            return problem
         logger.exception("unexpected error")
         return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "internal error; nothing was stored")
 

@@ -7,6 +7,7 @@ are never the client's fault, and a bad report is a 422 that names the field, ne
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any
@@ -74,12 +75,15 @@ def parse_iso_datetime(value: Any) -> Any:
 def to_utc_millis(moment: datetime) -> datetime:
     """UTC without time zone, to the millisecond: what `TIMESTAMP(3)` stores (a naive input counts as UTC)."""
     if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
+        try:
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+00:01 is in year 0 in UTC
+            raise ValueError("must fall within the years 1 to 9999 in UTC") from None
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def check_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    """Bounded depth, storable strings everywhere, and no key the service sets itself."""
+    """Bounded depth, storable strings and finite numbers everywhere, and no key the service sets itself."""
     reserved = RESERVED_METADATA_KEYS & metadata.keys()
     if reserved:
         raise ValueError(f"keys {sorted(reserved)} are reserved (rawFile goes at the top level)")
@@ -90,6 +94,8 @@ def check_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
         try:
             if isinstance(node, str):
                 storable_text(node)
+            elif isinstance(node, float) and not math.isfinite(node):  # JSONB refuses them: a 422, not a 500
+                raise ValueError("must be a finite number (NaN and Infinity are not JSON)")
             elif isinstance(node, dict):
                 for key in node:
                     storable_text(key)
@@ -173,6 +179,12 @@ class ErrorBody(BaseModel):
     error: str = Field(description="machine-readable code, e.g. validation_failed")
     message: str
     details: list[ErrorDetail] = Field(default_factory=list)
+
+
+class GatewayError(BaseModel):
+    """API Gateway's own answer, before any function runs: 403 when the API key is missing or wrong."""
+
+    message: str = Field(description="e.g. Forbidden")
 
 
 # --- reading back -------------------------------------------------------------------------------------------
