@@ -15,14 +15,14 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from experiments.db import Database
-from experiments.http import check_body, register_error_handlers
-from experiments.models import ErrorBody, ExperimentReport, ReportStored
+from experiments.http import check_body, error_responses, parse_json, register_error_handlers
+from experiments.models import ExperimentReport, ReportStored
 from experiments.store import RequestSource, save_report
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "k6-experiments"))
 tracer = Tracer()
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "K6Experiments"))
-app = APIGatewayRestResolver(enable_validation=True)
+app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=parse_json)
 register_error_handlers(app)
 database = Database()  # connects on the first request, then stays open while the instance is warm
 
@@ -47,13 +47,9 @@ IdempotencyKey = Annotated[
             "description": "Replay of an earlier request with this Idempotency-Key; nothing written",
             "content": {"application/json": {"model": ReportStored}},
         },
-        **{
-            status: {"description": HTTPStatus(status).phrase, "content": {"application/json": {"model": ErrorBody}}}
-            for status in (400, 409, 413, 415, 422, 503)
-        },
+        **error_responses(400, 409, 413, 415, 422, 503),
     },
 )
-@tracer.capture_method
 def post_report(
     report: Annotated[ExperimentReport, Body()], idempotency_key: IdempotencyKey = None
 ) -> Response[ReportStored]:
@@ -62,9 +58,11 @@ def post_report(
     source = RequestSource(
         request_id=event.request_context.request_id,
         source_ip=event.request_context.identity.source_ip,
-        user_agent=event.headers.get("user-agent"),
+        user_agent=event.request_context.identity.user_agent,  # as API Gateway saw it
     )
-    outcome = database.run(lambda conn: save_report(conn, report, idempotency_key=idempotency_key, source=source))
+    outcome = database.run(
+        lambda conn: save_report(conn, report, idempotency_key=idempotency_key, source=source), single_statement=True
+    )
     if outcome.replayed:
         metrics.add_metric(name="ReportsReplayed", unit=MetricUnit.Count, value=1)
     else:
@@ -82,7 +80,7 @@ def post_report(
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)  # one subsegment per request; answers stay out of traces
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     return app.resolve(event, context)

@@ -90,7 +90,13 @@ def save_report(
     idempotency_key: str | None = None,
     source: RequestSource = RequestSource(),
 ) -> SaveOutcome:
-    """Insert the report's rows (inside the caller's transaction), or replay what its key already stored."""
+    """Insert the report's rows, or replay what its key already stored.
+
+    The rows (and the key's claim) are written by the first statement alone, so this is atomic inside the
+    caller's transaction and equally on an autocommit connection (`Database.run(..., single_statement=True)`),
+    where that statement is its own transaction; the replay's SELECT only reads, and only after it wrote nothing.
+    The insert is prepared on first use (`prepare=True`): warm invocations send only Bind/Execute.
+    """
     created_at = report.date or to_utc_millis(datetime.now(UTC))
     ids = {metric: str(uuid.uuid4()) for metric in report.metricsSummary}
     stored = ReportStored(
@@ -110,13 +116,13 @@ def save_report(
         "values": list(report.metricsSummary.values()),
     }
     if idempotency_key is None:
-        connection.execute(INSERT_ROWS, params)
+        connection.execute(INSERT_ROWS, params, prepare=True)
         return SaveOutcome(stored=stored, replayed=False)
 
     request_hash = request_fingerprint(report)
     # Kept as JSON text, not JSONB, so a replay lists the ids in the order of the first answer.
     claim = {"key": idempotency_key, "request_hash": request_hash, "response": stored.model_dump_json()}
-    if connection.execute(CLAIM_KEY_AND_INSERT_ROWS, params | claim).rowcount > 0:
+    if connection.execute(CLAIM_KEY_AND_INSERT_ROWS, params | claim, prepare=True).rowcount > 0:
         return SaveOutcome(stored=stored, replayed=False)
 
     stored_hash, stored_response = connection.execute(STORED_RESPONSE, {"key": idempotency_key}).fetchone()
