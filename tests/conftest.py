@@ -8,18 +8,31 @@ so nothing left over from an earlier run matters.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
+from http.server import ThreadingHTTPServer
 from types import ModuleType
 from typing import Any
 
 import psycopg
 import pytest
+from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
 from psycopg.conninfo import make_conninfo
 
 from experiments.localdb import embedded_server
 from experiments.migrations import apply_migrations
-from support import Answer, LambdaContext, api_event, decode, get_event, load_function, private_pgdata
+from support import (
+    Answer,
+    FakeSecretsManager,
+    LambdaContext,
+    api_event,
+    decode,
+    get_event,
+    load_function,
+    private_pgdata,
+)
 
 
 @pytest.fixture(scope="session")
@@ -99,3 +112,26 @@ def post(invoke: Callable[[dict[str, Any]], Answer]) -> Callable[..., Answer]:
         return invoke(api_event(body, **kwargs))
 
     return call
+
+
+def forget_secrets() -> None:
+    """Drop Powertools' cached secrets and clients: a client made by another test points at its fake server."""
+    parameters.clear_caches()
+    DEFAULT_PROVIDERS.clear()
+
+
+@pytest.fixture
+def secrets_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeSecretsManager]]:
+    """A fake Secrets Manager on 127.0.0.1 that boto3 (through Powertools parameters) talks to."""
+    forget_secrets()
+    FakeSecretsManager.calls, FakeSecretsManager.failing = [], False
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeSecretsManager)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    yield FakeSecretsManager
+    server.shutdown()
+    forget_secrets()

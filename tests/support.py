@@ -8,9 +8,10 @@ import os
 import tempfile
 import uuid
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlparse
 
 import psycopg
@@ -129,3 +130,35 @@ def decode(response: dict[str, Any]) -> Answer:
     body = response.get("body")
     is_json = headers.get("Content-Type", "").startswith("application/json")
     return Answer(response["statusCode"], headers, json.loads(body) if body and is_json else body)
+
+
+class FakeSecretsManager(BaseHTTPRequestHandler):
+    """Secrets Manager's JSON protocol at its HTTP edge (boto3 reaches it via AWS_ENDPOINT_URL_SECRETS_MANAGER).
+
+    Answers GetSecretValue with `secret`, or with a 500 while `failing` is set; records each call's target.
+    """
+
+    secret: ClassVar[dict[str, object]] = {}
+    failing: ClassVar[bool] = False
+    calls: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.calls.append(self.headers["X-Amz-Target"])
+        if self.failing:
+            status, answer = 500, {"__type": "InternalServiceError", "message": "try again"}
+        else:
+            secret_string = json.dumps(self.secret)
+            status, answer = (
+                200,
+                {"ARN": request["SecretId"], "Name": "db", "VersionId": "v1", "SecretString": secret_string},
+            )
+        body = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/x-amz-json-1.1")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass

@@ -8,7 +8,6 @@ Routes only; SQL and statistics live in `experiments.query` and `experiments.sta
 
 import base64
 import hashlib
-import os
 import re
 from functools import cache
 from pathlib import Path
@@ -21,14 +20,15 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import AfterValidator
 
+from experiments.config import METRICS_NAMESPACE, SERVICE_NAME
 from experiments.db import Database
 from experiments.http import error_responses, register_error_handlers
 from experiments.models import ComparisonReport, ExperimentPage, ReportDate, storable_text
 from experiments.query import ListFilters, NotFound, compare_variants, list_experiments
 
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "k6-experiments"))
+logger = Logger(service=SERVICE_NAME)
 tracer = Tracer()
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "K6Experiments"))
+metrics = Metrics(namespace=METRICS_NAMESPACE)
 app = APIGatewayRestResolver(enable_validation=True)
 register_error_handlers(app)
 database = Database()  # connects on the first request, then stays open while the instance is warm

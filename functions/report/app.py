@@ -3,7 +3,6 @@
 Routes only; the rules live in the `experiments` package (models: validation, store: SQL, http: errors).
 """
 
-import os
 from http import HTTPStatus
 from typing import Annotated
 
@@ -14,14 +13,15 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from experiments.config import METRICS_NAMESPACE, SERVICE_NAME
 from experiments.db import Database
 from experiments.http import check_body, error_responses, parse_json, register_error_handlers
 from experiments.models import ExperimentReport, ReportStored
 from experiments.store import RequestSource, save_report
 
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "k6-experiments"))
+logger = Logger(service=SERVICE_NAME)
 tracer = Tracer()
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "K6Experiments"))
+metrics = Metrics(namespace=METRICS_NAMESPACE)
 app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=parse_json)
 register_error_handlers(app)
 database = Database()  # connects on the first request, then stays open while the instance is warm

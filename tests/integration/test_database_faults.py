@@ -10,8 +10,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
 
 import psycopg
 import pytest
@@ -207,40 +205,8 @@ def test_many_concurrent_retries_store_once(database_url, monkeypatch, db) -> No
 # --- credentials from Secrets Manager (faked at the AWS edge: an HTTP endpoint speaking its protocol) --------
 
 
-class FakeSecretsManager(BaseHTTPRequestHandler):
-    secret: ClassVar[dict[str, object]] = {}
-    calls: ClassVar[list[str]] = []
-
-    def do_POST(self) -> None:
-        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.calls.append(self.headers["X-Amz-Target"])
-        body = json.dumps({"ARN": request["SecretId"], "Name": "db", "VersionId": "v1",
-                           "SecretString": json.dumps(self.secret)}).encode()  # fmt: skip
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-amz-json-1.1")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def secrets_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeSecretsManager]]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeSecretsManager)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", f"http://127.0.0.1:{server.server_port}")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    FakeSecretsManager.calls = []
-    yield FakeSecretsManager
-    server.shutdown()
-
-
 def test_credentials_come_from_the_secret_with_db_host_override(
-    secrets_manager, database_url, report_app, monkeypatch, post, db, capsys
+    secrets_manager, database_url, report_app, monkeypatch, post, db
 ) -> None:
     params = conninfo_to_dict(database_url)
     secrets_manager.secret = {
@@ -258,5 +224,14 @@ def test_credentials_come_from_the_secret_with_db_host_override(
     assert post(REPORT).status == 201
     assert post(REPORT).status == 201
     assert secrets_manager.calls == ["secretsmanager.GetSecretValue"]  # cached across warm invocations
-    assert count_rows(db) == 2 * METRICS
-    assert "s3cr3t-Pa55word" not in capsys.readouterr().out
+    assert count_rows(db) == 2 * METRICS  # that the password is never logged: tests/integration/test_security.py
+
+
+def test_secrets_manager_failing_is_a_503_not_a_500(secrets_manager, report_app, monkeypatch, post, db) -> None:
+    secrets_manager.failing = True
+    monkeypatch.delenv("DATABASE_URL")
+    monkeypatch.setenv("DB_SECRET_ARN", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf")
+    answer = post(REPORT)
+    assert answer.status == 503
+    assert answer.headers["Retry-After"] == "2"
+    assert count_rows(db) == 0

@@ -22,14 +22,11 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import Any
 
 import psycopg
 import pytest
-from aws_lambda_powertools.utilities import parameters
-from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from experiments import db as db_module
@@ -152,45 +149,6 @@ def test_the_database_password_from_database_url_never_appears_in_logs(
     assert all(PASSWORD not in json.dumps([a.headers, a.body]) for a in answers)
 
 
-class FakeSecretsManager(BaseHTTPRequestHandler):
-    """Secrets Manager at its HTTP edge: answers GetSecretValue with `secret`."""
-
-    secret: ClassVar[dict[str, Any]] = {}
-
-    def do_POST(self) -> None:
-        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        answer = {"ARN": request["SecretId"], "Name": "db", "VersionId": "v1", "SecretString": json.dumps(self.secret)}
-        body = json.dumps(answer).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-amz-json-1.1")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-def forget_secrets() -> None:
-    """Drop Powertools' cached secrets and clients: a client made by another test points at its fake server."""
-    parameters.clear_caches()
-    DEFAULT_PROVIDERS.clear()
-
-
-@pytest.fixture
-def secrets_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeSecretsManager]]:
-    forget_secrets()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeSecretsManager)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", f"http://127.0.0.1:{server.server_port}")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    yield FakeSecretsManager
-    server.shutdown()
-    forget_secrets()
-
-
 def test_the_database_password_from_secrets_manager_never_appears_in_logs(
     capsys, secrets_manager, database_url, monkeypatch, post, report_app, db
 ) -> None:
@@ -300,7 +258,7 @@ def test_the_server_gets_placeholders_and_the_values_are_stored_verbatim(databas
     )
     for value in [key, *(v for v in INJECTIONS.values() if isinstance(v, str))]:
         assert value not in received
-    stored = db.execute('SELECT name, variant, description, metadata FROM experiments').fetchall()
+    stored = db.execute("SELECT name, variant, description, metadata FROM experiments").fetchall()
     assert len(stored) == count_rows(db) == 2
     for name, variant, description, metadata in stored:
         assert (name, variant, description) == (INJECTIONS["name"], INJECTIONS["variant"], INJECTIONS["notes"])

@@ -15,10 +15,17 @@ from dataclasses import dataclass
 from psycopg.conninfo import make_conninfo
 
 SECRET_MAX_AGE_SECONDS = 300
+# Defaults for running outside the template (tests, the local API); the template sets both.
+SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME", "k6-experiments")
+METRICS_NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "K6Experiments")
 
 
 class ConfigurationError(RuntimeError):
     """The environment names no database: a deployment mistake, not something a retry fixes."""
+
+
+class CredentialsUnavailable(RuntimeError):
+    """Secrets Manager did not hand out the database secret (unreachable, throttled, or access denied)."""
 
 
 @dataclass(frozen=True)
@@ -46,9 +53,12 @@ def load_database_settings(
     if environ.get("DB_SECRET_ARN"):
         from aws_lambda_powertools.utilities import parameters  # loads boto3: only in AWS
 
-        secret = parameters.get_secret(
-            environ["DB_SECRET_ARN"], transform="json", max_age=SECRET_MAX_AGE_SECONDS, force_fetch=refresh_secret
-        )
+        try:
+            secret = parameters.get_secret(
+                environ["DB_SECRET_ARN"], transform="json", max_age=SECRET_MAX_AGE_SECONDS, force_fetch=refresh_secret
+            )
+        except parameters.exceptions.GetParameterError as error:
+            raise CredentialsUnavailable(str(error)) from error
         conninfo = make_conninfo(
             host=environ.get("DB_HOST") or secret["host"],
             port=str(secret.get("port", 5432)),

@@ -20,7 +20,7 @@ from typing import TypeVar
 import psycopg
 from psycopg import pq
 
-from experiments.config import DatabaseSettings, load_database_settings
+from experiments.config import CredentialsUnavailable, DatabaseSettings, load_database_settings
 
 T = TypeVar("T")
 
@@ -83,17 +83,17 @@ class Database:
             if _still_open(self._connection):
                 return self._connection, True
             self.close()  # closed while the instance was frozen: replaced before anything is sent
-        settings = self._load_settings()
         try:
-            self._connection = _open(settings)
-        except psycopg.OperationalError as error:
-            if not settings.from_secret:
-                raise DatabaseUnavailable(str(error)) from error
-            # The password may have been rotated since the secret was cached: fetch it once more.
+            settings = self._load_settings()
             try:
+                self._connection = _open(settings)
+            except psycopg.OperationalError:
+                if not settings.from_secret:
+                    raise
+                # The password may have been rotated since the secret was cached: fetch it once more.
                 self._connection = _open(self._load_settings(refresh_secret=True))
-            except psycopg.OperationalError as second_error:
-                raise DatabaseUnavailable(str(second_error)) from second_error
+        except (psycopg.OperationalError, CredentialsUnavailable) as error:
+            raise DatabaseUnavailable(str(error)) from error
         return self._connection, False
 
 

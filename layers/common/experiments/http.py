@@ -20,6 +20,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
+from experiments.config import SERVICE_NAME
 from experiments.db import DatabaseUnavailable
 from experiments.models import ErrorBody, ErrorDetail, GatewayError
 from experiments.query import InvalidCursor, NotFound
@@ -28,7 +29,7 @@ from experiments.store import IdempotencyConflict
 MAX_BODY_BYTES = 256 * 1024
 RETRY_AFTER_SECONDS = 2
 
-logger = Logger(child=True)
+logger = Logger(service=SERVICE_NAME, child=True)
 
 
 class PayloadTooLarge(Exception):
