@@ -27,17 +27,17 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 
-from experiments.migrations import apply_migrations
+from experiments.localdb import scratch_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPORT_APP = REPO_ROOT / "functions" / "report" / "app.py"
@@ -91,21 +91,6 @@ def server_url() -> tuple[str, str]:
         url = embedded_server(data_dir, delete_on_exit=True).get_uri()
     host = conninfo_to_dict(url).get("host") or "localhost"
     return url, ("Unix socket" if host.startswith("/") else f"TCP {host}")
-
-
-@contextlib.contextmanager
-def bench_database(url: str) -> Iterator[str]:
-    """A database created and migrated for this run on the server `url`, dropped afterwards."""
-    name = f"k6exp_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    database = make_conninfo(url, dbname=name)
-    try:
-        apply_migrations(database)
-        yield database
-    finally:
-        with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def count_rows(url: str) -> int:
@@ -218,7 +203,7 @@ def run(repeat: int = 1000, warmup: int = 50, block: int = 200, naive_every: int
     in_database: list[float] = []  # per handler call: the time spent inside its Database.run
     timings: dict[str, list[float]] = {"ours": [], "floor": [], "naive": []}
     recorded_calls: list[int] = []  # which handler calls were recorded
-    with bench_database(url) as database, open(os.devnull, "w") as devnull:
+    with scratch_database(url, "k6exp_bench") as database, open(os.devnull, "w") as devnull:
         saved_url = os.environ.get("DATABASE_URL")
         os.environ["DATABASE_URL"] = database
         try:
@@ -308,9 +293,7 @@ def table(result: dict[str, Any]) -> str:
     rows = [(name, figures) for name, figures in result["variants"].items()]
     rows[1:1] = [(f"  ours: {part}", figures) for part, figures in result["ours_split"].items()]
     for name, figures in rows:
-        lines.append(
-            f"  {name:<28} {figures['median_ms']:>8.3f} {figures['p25_ms']:>8.3f} {figures['p75_ms']:>8.3f}"
-        )
+        lines.append(f"  {name:<28} {figures['median_ms']:>8.3f} {figures['p25_ms']:>8.3f} {figures['p75_ms']:>8.3f}")
     for name, ratio in result["ratios"].items():
         lines.append(f"  {name:<28} {ratio:>7.2f}x")
     lines.append(f"  goal {result['goal']}: {'met' if result['meets_goal'] else 'NOT met'}")

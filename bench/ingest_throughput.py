@@ -26,15 +26,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
-from experiments.migrations import apply_migrations
+from experiments.localdb import scratch_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "k6" / "ingest_load_test.js"
@@ -58,21 +57,6 @@ def server_url() -> tuple[str, str]:
         url = embedded_server(Path(tempfile.mkdtemp(prefix="k6exp-bench-")), delete_on_exit=True).get_uri()
     host = conninfo_to_dict(url).get("host") or "localhost"
     return url, ("Unix socket" if host.startswith("/") else f"TCP {host}")
-
-
-@contextlib.contextmanager
-def run_database(url: str) -> Iterator[str]:
-    """A database created and migrated for this run on the server `url`, dropped afterwards."""
-    name = f"k6exp_throughput_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    database = make_conninfo(url, dbname=name)
-    try:
-        apply_migrations(database)
-        yield database
-    finally:
-        with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextlib.contextmanager
@@ -154,7 +138,10 @@ def run(
     server, reached = server_url()
     api_key = secrets.token_urlsafe(16)
     levels: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="k6exp-throughput-") as tmp, run_database(server) as database:
+    with (
+        tempfile.TemporaryDirectory(prefix="k6exp-throughput-") as tmp,
+        scratch_database(server, "k6exp_throughput") as database,
+    ):
         work = Path(tmp)
         with (
             local_api(database, api_key, work / "local_api.log") as api_url,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from http.server import ThreadingHTTPServer
 from types import ModuleType
@@ -19,10 +18,8 @@ import psycopg
 import pytest
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
-from psycopg.conninfo import make_conninfo
 
-from experiments.localdb import embedded_server
-from experiments.migrations import apply_migrations
+from experiments.localdb import embedded_server, scratch_database
 from support import (
     Answer,
     FakeSecretsManager,
@@ -48,14 +45,8 @@ def server_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def database_url(server_url: str) -> Iterator[str]:
     """URL of a database created and migrated for this test run, dropped afterwards."""
-    name = f"k6exp_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = make_conninfo(server_url, dbname=name)
-    apply_migrations(url)
-    yield url
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(server_url, "k6exp_test") as url:
+        yield url
 
 
 @pytest.fixture

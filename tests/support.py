@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -64,6 +65,16 @@ class Answer:
     status: int
     headers: dict[str, str]
     body: Any
+
+
+def load_reporter() -> ModuleType:
+    """`scripts/report_k6_result.py` as a module (scripts/ is not a package), loaded once per test run."""
+    if "report_k6_result" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("report_k6_result", REPO_ROOT / "scripts" / "report_k6_result.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["report_k6_result"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["report_k6_result"]
 
 
 def private_pgdata() -> Path:

@@ -6,10 +6,6 @@ scripts/build_dashboard.py); it needs no key, the page asks for one and sends it
 Routes only; SQL and statistics live in `experiments.query` and `experiments.stats`.
 """
 
-import base64
-import hashlib
-import re
-from functools import cache
 from pathlib import Path
 from typing import Annotated
 
@@ -22,7 +18,7 @@ from pydantic import AfterValidator
 
 from experiments.config import METRICS_NAMESPACE, SERVICE_NAME
 from experiments.db import Database
-from experiments.http import error_responses, register_error_handlers
+from experiments.http import error_responses, register_error_handlers, static_page
 from experiments.models import ComparisonReport, ExperimentPage, ReportDate, storable_text
 from experiments.query import ListFilters, NotFound, compare_variants, list_experiments
 
@@ -76,36 +72,9 @@ def get_comparison(
     return report
 
 
-@cache
-def dashboard_page() -> tuple[str, str]:
-    """The page and its Content-Security-Policy, read once per warm instance.
-
-    The policy allows exactly the page's own inline scripts and styles (by hash) and requests to its own
-    origin: nothing injected into the page could run, and nothing can be loaded from or sent elsewhere.
-    """
-    html = DASHBOARD_HTML.read_text(encoding="utf-8")
-
-    def hashes(tag: str) -> str:
-        bodies = re.findall(rf"<{tag}\b[^>]*>(.*?)</{tag}>", html, flags=re.DOTALL)
-        return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()}'" for b in bodies)
-
-    policy = (
-        f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; connect-src 'self'; "
-        "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    )
-    return html, policy
-
-
 @app.get("/dashboard", include_in_schema=False)
 def get_dashboard() -> Response[str]:
-    html, policy = dashboard_page()
-    headers = {
-        "Cache-Control": "no-store",
-        "Content-Security-Policy": policy,
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
-    }
-    return Response(status_code=200, content_type="text/html; charset=utf-8", body=html, headers=headers)
+    return static_page(DASHBOARD_HTML)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

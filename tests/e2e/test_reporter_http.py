@@ -7,7 +7,6 @@ milliseconds; the Retry-After test really waits the second the server asks for.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -20,10 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+
+from support import load_reporter
 
 pytestmark = pytest.mark.e2e
 
@@ -33,17 +33,7 @@ SECRET = "s3cr3t-key-that-must-never-be-printed"
 FAST = ["--backoff-base", "0.01"]
 
 
-def _load_reporter() -> ModuleType:
-    """Import scripts/report_k6_result.py by path (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("report_k6_result", SCRIPT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("report_k6_result", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-rk = _load_reporter()
+rk = load_reporter()
 
 
 @dataclass

@@ -9,7 +9,6 @@ encodings (summary-export's `true` = failed, handleSummary's `{"ok": bool}`) are
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -22,10 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+
+from support import load_reporter
 
 pytestmark = pytest.mark.e2e
 
@@ -36,17 +36,7 @@ FAIL_EVERY = 10
 K6_ENV = {"PRODUCT_ID": "123", "VUS": "2", "DURATION": "2s", "P95_MS": "0.0001", "MAX_ERROR_RATE": "0.5"}
 
 
-def _load_reporter() -> ModuleType:
-    """Import scripts/report_k6_result.py by path (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("report_k6_result", SCRIPT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("report_k6_result", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-rk = _load_reporter()
+rk = load_reporter()
 
 
 def k6_binary() -> str:

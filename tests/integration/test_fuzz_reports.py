@@ -114,8 +114,10 @@ bad_metric_names = st.one_of(
 odd_dates = ["2025-02-30T00:00:00Z", "2025-13-01", "24:00", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00",
              "2025-01-01T00:00:00+25:00", "1e10", ""]  # fmt: skip
 bad_dates = st.text(storable, max_size=30) | st.sampled_from(odd_dates)
-bad_keys = st.just("") | st.just("k" * 256) | st.text(storable, min_size=1, max_size=20).filter(
-    lambda key: not key.isascii() or " " in key
+bad_keys = (
+    st.just("")
+    | st.just("k" * 256)
+    | st.text(storable, min_size=1, max_size=20).filter(lambda key: not key.isascii() or " " in key)
 )
 not_json = ["NaN", "Infinity", "-Infinity", "1e400", "-1e400", "9" * 4301, "1" + "0" * 5000]
 content_types = ["text/plain", "application/xml", "application/x-www-form-urlencoded", "multipart/form-data",

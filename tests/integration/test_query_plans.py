@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
-from experiments.migrations import apply_migrations
+from experiments.localdb import scratch_database
 from experiments.query import RECENT_RUNS, ListFilters, encode_cursor, list_query
 
 pytestmark = pytest.mark.integration
@@ -25,17 +23,10 @@ FROM generate_series(1, 1000000) AS i
 
 @pytest.fixture(scope="module")
 def million(server_url: str) -> Iterator[psycopg.Connection]:
-    name = f"k6exp_plans_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = make_conninfo(server_url, dbname=name)
-    apply_migrations(url)
-    with psycopg.connect(url, autocommit=True) as conn:
+    with scratch_database(server_url, "k6exp_plans") as url, psycopg.connect(url, autocommit=True) as conn:
         conn.execute(MILLION_ROWS)
         conn.execute("ANALYZE experiments")
         yield conn
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def plan(conn: psycopg.Connection, query, params) -> str:

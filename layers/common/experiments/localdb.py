@@ -6,7 +6,16 @@ Used by scripts and tests only (never in Lambda); `pgserver` is a dev dependency
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from experiments.migrations import apply_migrations
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3] / ".local" / "pgdata"
 
@@ -25,3 +34,22 @@ def database_url(data_dir: Path = DEFAULT_DATA_DIR) -> str:
     if url:
         return url
     return embedded_server(data_dir).get_uri()
+
+
+@contextmanager
+def scratch_database(server_url: str, prefix: str, *, migrate: bool = True) -> Iterator[str]:
+    """A database created on the server `server_url` (migrated unless told not to), dropped afterwards.
+
+    Tests and benchmarks each work in their own, so nothing left over from another run matters.
+    """
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = make_conninfo(server_url, dbname=name)
+    try:
+        if migrate:
+            apply_migrations(url)
+        yield url
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
