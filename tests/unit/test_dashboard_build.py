@@ -1,8 +1,7 @@
 """The committed functions/query/dashboard.html is the build of dashboard/index.html, and GET /dashboard serves it.
 
 The library part of the page comes from npm; these tests need no npm: they rebuild the page from the current
-template and the library block already in the committed page. With dashboard/node_modules installed
-(`make dashboard`), the whole page is rebuilt and compared too.
+template and the library block already in the committed page (`make dashboard` rebuilds the library part).
 """
 
 from __future__ import annotations
@@ -48,11 +47,6 @@ def test_committed_page_loads_nothing_from_elsewhere() -> None:
     assert re.findall(r"<link\b[^>]*>", page) == ['<link rel="icon" href="data:,">']
     assert "@import" not in page
     assert "localStorage" not in build.TEMPLATE.read_text(encoding="utf-8")
-
-
-@pytest.mark.skipif(not build.LIBRARY_DIR.is_dir(), reason="dashboard/node_modules not installed (make dashboard)")
-def test_committed_page_matches_the_installed_library() -> None:
-    assert build.build() == build.OUTPUT.read_text(encoding="utf-8"), "run `make dashboard`"
 
 
 def test_render_refuses_a_template_without_the_marker() -> None:
