@@ -304,7 +304,10 @@ def verdicts(report: dict) -> str:
     for entry in report["metrics"]:
         if entry["metric"] not in TABLE_METRICS:
             continue
-        parts = [f"{v['variant']} median {v['median']:,.2f} ({v['runs']} runs)" for v in entry["variants"]]
+        parts = [
+            f"{v['variant']} median {v['median']:,.2f} ({v['runs']} run{'' if v['runs'] == 1 else 's'})"
+            for v in entry["variants"]
+        ]
         judged = [f"{v['variant']}: {v['verdict']}" for v in entry["variants"] if v["verdict"]]
         lines.append(f"  {entry['metric']:<8} " + ", ".join(parts) + (" -> " + ", ".join(judged) if judged else ""))
     return "\n".join(lines)
