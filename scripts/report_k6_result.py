@@ -198,35 +198,38 @@ def _numbers(values: Any) -> dict[str, float]:
     return out
 
 
+def _thresholds(raw: Any, passed: Callable[[Any], bool | None]) -> dict[str, bool]:
+    """Threshold expression -> passed, for the entries whose result `passed` can read."""
+    if not isinstance(raw, dict):
+        return {}
+    results = {str(expr): passed(result) for expr, result in raw.items()}
+    return {expr: ok for expr, ok in results.items() if ok is not None}
+
+
+def _metrics_table(
+    doc: dict[str, Any], stats: Callable[[dict[str, Any]], Any], passed: Callable[[Any], bool | None]
+) -> dict[str, MetricData]:
+    """Every metric object of `doc["metrics"]`: its numbers (found by `stats`) and its thresholds."""
+    return {
+        name: MetricData(_numbers(stats(entry)), _thresholds(entry.get("thresholds"), passed))
+        for name, entry in doc["metrics"].items()
+        if isinstance(entry, dict)
+    }
+
+
 def _table_summary_export(doc: dict[str, Any]) -> dict[str, MetricData]:
     """`--summary-export`: stats sit directly on the metric; a threshold maps to True when it FAILED."""
-    table = {}
-    for name, entry in doc["metrics"].items():
-        if not isinstance(entry, dict):
-            continue
-        raw_thresholds = entry.get("thresholds")
-        thresholds = {}
-        if isinstance(raw_thresholds, dict):
-            thresholds = {str(expr): failed is False for expr, failed in raw_thresholds.items()}
-        table[name] = MetricData(_numbers(entry), thresholds)
-    return table
+    return _metrics_table(doc, lambda entry: entry, lambda failed: failed is False)
 
 
 def _table_handle_summary(doc: dict[str, Any]) -> dict[str, MetricData]:
     """`handleSummary` data: stats under `values`; a threshold is {"ok": bool}."""
-    table = {}
-    for name, entry in doc["metrics"].items():
-        if not isinstance(entry, dict):
-            continue
-        raw_thresholds = entry.get("thresholds")
-        thresholds = {}
-        if isinstance(raw_thresholds, dict):
-            for expr, result in raw_thresholds.items():
-                ok = result.get("ok") if isinstance(result, dict) else None
-                if isinstance(ok, bool):
-                    thresholds[str(expr)] = ok
-        table[name] = MetricData(_numbers(entry.get("values")), thresholds)
-    return table
+
+    def passed(result: Any) -> bool | None:
+        ok = result.get("ok") if isinstance(result, dict) else None
+        return ok if isinstance(ok, bool) else None
+
+    return _metrics_table(doc, lambda entry: entry.get("values"), passed)
 
 
 def _metric_list(items: Any) -> dict[str, MetricData]:

@@ -57,13 +57,18 @@ def db(database_url: str) -> Iterator[psycopg.Connection]:
         yield conn
 
 
+def function_on_test_database(name: str, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """`functions/<name>/app.py`, freshly imported, talking to the test database; its connection closed after."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    module = load_function(name)
+    yield module
+    module.database.close()
+
+
 @pytest.fixture
 def report_app(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     """The report function's module, talking to the test database (a fresh connection per test)."""
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    module = load_function("report")
-    yield module
-    module.database.close()
+    yield from function_on_test_database("report", database_url, monkeypatch)
 
 
 @pytest.fixture
@@ -79,10 +84,7 @@ def invoke(report_app: ModuleType) -> Callable[[dict[str, Any]], Answer]:
 @pytest.fixture
 def query_app(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     """The query function's module, talking to the test database."""
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    module = load_function("query")
-    yield module
-    module.database.close()
+    yield from function_on_test_database("query", database_url, monkeypatch)
 
 
 @pytest.fixture
