@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from ingest_path import server_url  # the same server choice as benchmark 1
 
 from experiments.localdb import scratch_database
 
@@ -39,24 +39,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "k6" / "ingest_load_test.js"
 LOCAL_API = REPO_ROOT / "scripts" / "local_api.py"
 K6 = Path(sys.executable).parent / "k6"
-DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 READY_TIMEOUT_S = 60.0
 COUNTERS = ("status_201", "status_200", "status_other", "status_5xx", "metrics_in_201", "replays_ok", "replays_bad")
-
-
-def server_url() -> tuple[str, str]:
-    """A server to create the run's database on, and how it is reached."""
-    url = os.environ.get("DATABASE_URL") or DEFAULT_SERVER_URL
-    try:
-        psycopg.connect(url, connect_timeout=3).close()
-    except psycopg.OperationalError:
-        if os.environ.get("DATABASE_URL"):
-            raise
-        from experiments.localdb import embedded_server  # nothing on loopback: the embedded PostgreSQL
-
-        url = embedded_server(Path(tempfile.mkdtemp(prefix="k6exp-bench-")), delete_on_exit=True).get_uri()
-    host = conninfo_to_dict(url).get("host") or "localhost"
-    return url, ("Unix socket" if host.startswith("/") else f"TCP {host}")
 
 
 @contextlib.contextmanager
