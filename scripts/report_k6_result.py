@@ -49,10 +49,18 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NoReturn
+
+try:  # The k6 mapping and the API's limits: the API's own modules, standard library only (one mapping, not two).
+    from experiments import k6summary
+except ImportError:  # a bare `python3` in a checkout, without `pip install -e .`: the package is in layers/common
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "layers", "common"))
+    from experiments import k6summary
+from experiments.k6summary import finite_number
+from experiments.limits import COLUMN_DECIMALS, MAX_COMPARE_RUNS, MAX_THRESHOLD_PCT, column_value
 
 EXIT_OK = 0
 EXIT_USAGE = 1
@@ -67,14 +75,9 @@ COMPARE_PATH = "/experiments/compare"
 STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 USER_AGENT = "k6-experiments-reporter/1"
 
-# What the API accepts (DESIGN.md, "Contract"): anything else is a 422, so the reporter never sends it.
-METRIC_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-METRIC_MAX = 999999.9999
-METRIC_DECIMALS = 4
-
-SHAPE_SUMMARY_EXPORT = "summary-export"
-SHAPE_HANDLE_SUMMARY = "handle-summary"
-SHAPE_MACHINE_READABLE = "machine-readable"
+SHAPE_SUMMARY_EXPORT = k6summary.SHAPE_SUMMARY_EXPORT
+SHAPE_HANDLE_SUMMARY = k6summary.SHAPE_HANDLE_SUMMARY
+SHAPE_MACHINE_READABLE = k6summary.SHAPE_MACHINE_READABLE
 
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_RETRIES = 4
@@ -83,8 +86,7 @@ BACKOFF_CAP_FACTOR = 20  # cap = 20 x base: 10 s with the default base
 RETRY_AFTER_MAX_S = 60.0  # honour the server's Retry-After, but never hang a CI job for minutes
 
 DEFAULT_GATE_RUNS = 5
-MAX_GATE_RUNS = 100  # the compare endpoint's bounds for `runs` and `threshold`
-MAX_THRESHOLD_PCT = 1000.0
+MAX_GATE_RUNS = MAX_COMPARE_RUNS  # the compare endpoint's bounds for `runs` and `threshold`
 # The gate's table lists the reporter's own metrics in this order (latencies, throughput, failures), then any other.
 METRIC_ORDER = (
     "p50_ms", "p90_ms", "p95_ms", "p99_ms", "avg_ms", "min_ms", "max_ms",
@@ -122,16 +124,8 @@ class UnreachableError(ReporterError):
 
 
 @dataclass
-class MetricData:
-    """One k6 metric, the same whatever shape it came from: its stats and its thresholds (expr -> passed)."""
-
-    values: dict[str, float]
-    thresholds: dict[str, bool] = field(default_factory=dict)
-
-
-@dataclass
-class K6Summary:
-    """What the reporter takes from a k6 summary file, independent of the file's shape."""
+class K6Report:
+    """What the reporter sends of one k6 file: its shape, the chosen metrics (key -> value) and the run's context."""
 
     shape: str
     metrics: dict[str, float]
@@ -163,209 +157,31 @@ def load_summary_file(path: str) -> tuple[bytes, Any]:
     return raw, doc
 
 
-def detect_shape(doc: Any, path: str) -> str:
-    """Tell which of the three k6 JSON shapes `doc` is; a document that is none of them is an error."""
-    if not isinstance(doc, dict):
-        raise SummaryError(f"{path} is not a k6 summary: expected a JSON object, got {type(doc).__name__}")
-    results = doc.get("results")
-    if isinstance(results, dict) and isinstance(results.get("metrics"), list):
-        return SHAPE_MACHINE_READABLE
-    metrics = doc.get("metrics")
-    if not isinstance(metrics, dict):
-        raise SummaryError(f"{path} is not a k6 summary: no 'metrics' object (nor a 'results.metrics' list)")
-    if any(isinstance(m, dict) and isinstance(m.get("values"), dict) for m in metrics.values()):
-        return SHAPE_HANDLE_SUMMARY
-    return SHAPE_SUMMARY_EXPORT
+def parse_summary(
+    doc: Any, path: str, include: Iterable[str] = (), exclude: Iterable[str] = ()
+) -> K6Report:
+    """Every chosen figure of any k6 summary shape, keyed by the convention of `experiments.k6summary`.
 
-
-def _number(value: Any) -> float | None:
-    """A JSON number as float; None for anything else (bool, string, null, NaN, infinity)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def _numbers(values: Any) -> dict[str, float]:
-    """The numeric entries of a stats object; everything else is dropped."""
-    if not isinstance(values, dict):
-        return {}
-    out = {}
-    for key, value in values.items():
-        number = _number(value)
-        if number is not None:
-            out[key] = number
-    return out
-
-
-def _thresholds(raw: Any, passed: Callable[[Any], bool | None]) -> dict[str, bool]:
-    """Threshold expression -> passed, for the entries whose result `passed` can read."""
-    if not isinstance(raw, dict):
-        return {}
-    results = {str(expr): passed(result) for expr, result in raw.items()}
-    return {expr: ok for expr, ok in results.items() if ok is not None}
-
-
-def _metrics_table(
-    doc: dict[str, Any], stats: Callable[[dict[str, Any]], Any], passed: Callable[[Any], bool | None]
-) -> dict[str, MetricData]:
-    """Every metric object of `doc["metrics"]`: its numbers (found by `stats`) and its thresholds."""
-    return {
-        name: MetricData(_numbers(stats(entry)), _thresholds(entry.get("thresholds"), passed))
-        for name, entry in doc["metrics"].items()
-        if isinstance(entry, dict)
-    }
-
-
-def _table_summary_export(doc: dict[str, Any]) -> dict[str, MetricData]:
-    """`--summary-export`: stats sit directly on the metric; a threshold maps to True when it FAILED."""
-    return _metrics_table(doc, lambda entry: entry, lambda failed: failed is False)
-
-
-def _table_handle_summary(doc: dict[str, Any]) -> dict[str, MetricData]:
-    """`handleSummary` data: stats under `values`; a threshold is {"ok": bool}."""
-
-    def passed(result: Any) -> bool | None:
-        ok = result.get("ok") if isinstance(result, dict) else None
-        return ok if isinstance(ok, bool) else None
-
-    return _metrics_table(doc, lambda entry: entry.get("values"), passed)
-
-
-def _metric_list(items: Any) -> dict[str, MetricData]:
-    """A machine-readable list of {name, type, contains, values}; also accepts a map of such objects."""
-    if isinstance(items, dict):
-        items = list(items.values())
-    table: dict[str, MetricData] = {}
-    for item in items if isinstance(items, list) else []:
-        if isinstance(item, dict) and isinstance(item.get("name"), str):
-            table[item["name"]] = MetricData(_numbers(item.get("values")))
-    return table
-
-
-def _table_machine_readable(doc: dict[str, Any]) -> dict[str, MetricData]:
-    """k6 1.5+ machine-readable summary: metrics are a list; checks live in `results.checks.metrics`."""
-    results = doc["results"]
-    table = _metric_list(results["metrics"])
-    checks = results.get("checks")
-    if isinstance(checks, dict):
-        check_metrics = _metric_list(checks.get("metrics"))
-        table.update({name: data for name, data in check_metrics.items() if name not in table})
-        if "checks" not in table and "checks_succeeded" in check_metrics:
-            table["checks"] = check_metrics["checks_succeeded"]
-    return table
-
-
-def _first(values: dict[str, float], *keys: str) -> float | None:
-    """The first of `keys` present in `values`."""
-    for key in keys:
-        if key in values:
-            return values[key]
-    return None
-
-
-def _rate(values: dict[str, float]) -> float | None:
-    """A k6 Rate metric as a fraction of `true` samples, from whichever fields the shape carries."""
-    rate = _first(values, "rate", "value")
-    if rate is not None:
-        return rate
-    if "matches" in values and values.get("total"):
-        return values["matches"] / values["total"]
-    if "passes" in values and "fails" in values and values["passes"] + values["fails"] > 0:
-        return values["passes"] / (values["passes"] + values["fails"])
-    return None
-
-
-def parse_summary(doc: Any, path: str) -> K6Summary:
-    """Turn any k6 summary shape into the report's metrics and context, or say what is missing.
-
-    The metric names are the API's: p50/p90/p95/p99/avg/min/max in ms from `http_req_duration`,
-    requests_count and rps from `http_reqs`, error_rate from `http_req_failed` (whose `passes` count the
-    FAILED requests: the rate is the share of failures), checks_pass_rate from `checks`.
+    Only a file with no metric at all is refused: a run without HTTP is reported with what it has.
     """
-    shape = detect_shape(doc, path)
-    if shape == SHAPE_SUMMARY_EXPORT:
-        table = _table_summary_export(doc)
-    elif shape == SHAPE_HANDLE_SUMMARY:
-        table = _table_handle_summary(doc)
-    else:
-        table = _table_machine_readable(doc)
-
-    duration = table.get("http_req_duration")
-    if duration is None:
-        raise SummaryError(f"{path} ({shape}) has no http_req_duration metric: did the test make any request?")
-    p50 = _first(duration.values, "p(50)", "med")
-    p95 = duration.values.get("p(95)")
-    missing = [label for label, value in (("med or p(50)", p50), ("p(95)", p95)) if value is None]
-    if missing:
-        raise SummaryError(
-            f"{path} ({shape}): http_req_duration lacks percentiles {' and '.join(missing)} "
-            "(add them to summaryTrendStats)"
-        )
-
-    duration_s = _test_duration_s(doc, shape)
-    metrics: dict[str, float | None] = {
-        "p50_ms": p50,
-        "p90_ms": duration.values.get("p(90)"),
-        "p95_ms": p95,
-        "p99_ms": duration.values.get("p(99)"),
-        "avg_ms": duration.values.get("avg"),
-        "min_ms": duration.values.get("min"),
-        "max_ms": duration.values.get("max"),
-    }
-    reqs = table.get("http_reqs")
-    if reqs is not None:
-        count = reqs.values.get("count")
-        rps = reqs.values.get("rate")
-        if rps is None and count is not None and duration_s:
-            rps = count / duration_s
-        metrics["requests_count"] = count
-        metrics["rps"] = rps
-    failed = table.get("http_req_failed")
-    metrics["error_rate"] = _rate(failed.values) if failed else None
-    checks = table.get("checks")
-    metrics["checks_pass_rate"] = _rate(checks.values) if checks else None
-
-    vus_max = table.get("vus_max")
-    summary = K6Summary(
-        shape=shape,
-        metrics={name: value for name, value in metrics.items() if value is not None},
-        vus=_first(vus_max.values, "max", "value") if vus_max else None,
-        duration_s=duration_s,
-        script=_script(doc, shape),
-        generated_at=_generated_at(doc, shape),
+    try:
+        summary = k6summary.read_summary(doc)
+    except k6summary.SummaryError as exc:
+        raise SummaryError(f"{path} is {exc}") from None
+    metrics = k6summary.select_metrics(summary, include, exclude)
+    if not metrics:
+        raise SummaryError(f"{path} ({summary.shape}) has no metric to report")
+    passed, failed = summary.thresholds()
+    return K6Report(
+        shape=summary.shape,
+        metrics=metrics,
+        vus=summary.vus_max,
+        duration_s=summary.duration_s,
+        script=summary.script,
+        generated_at=normalise_utc(summary.generated_at) if summary.generated_at else None,
+        thresholds_passed=passed,
+        thresholds_failed=failed,
     )
-    for name in sorted(table):
-        for expr, passed in table[name].thresholds.items():
-            (summary.thresholds_passed if passed else summary.thresholds_failed).append(f"{name}: {expr}")
-    return summary
-
-
-def _test_duration_s(doc: dict[str, Any], shape: str) -> float | None:
-    """Measured test-run duration in seconds, where the shape records it (summary-export does not)."""
-    if shape == SHAPE_HANDLE_SUMMARY:
-        state = doc.get("state")
-        ms = _number(state.get("testRunDurationMs")) if isinstance(state, dict) else None
-        return ms / 1000 if ms else None
-    if shape == SHAPE_MACHINE_READABLE:
-        config = doc.get("config")
-        seconds = _number(config.get("duration")) if isinstance(config, dict) else None
-        return seconds or None
-    return None
-
-
-def _script(doc: dict[str, Any], shape: str) -> str | None:
-    """The k6 script path, which only the machine-readable summary records."""
-    config = doc.get("config") if shape == SHAPE_MACHINE_READABLE else None
-    script = config.get("script") if isinstance(config, dict) else None
-    return script if isinstance(script, str) and script else None
-
-
-def _generated_at(doc: dict[str, Any], shape: str) -> str | None:
-    """When k6 wrote the summary (machine-readable `metadata.generatedAt`), as UTC with milliseconds."""
-    meta = doc.get("metadata") if shape == SHAPE_MACHINE_READABLE else None
-    value = meta.get("generatedAt") if isinstance(meta, dict) else None
-    return normalise_utc(value) if isinstance(value, str) else None
 
 
 def normalise_utc(value: str) -> str | None:
@@ -385,17 +201,14 @@ def normalise_utc(value: str) -> str | None:
 # --------------------------------------------------------------------------------------------- payload
 
 
-def clean_metrics(metrics: dict[str, float], warn: Callable[[str], None]) -> dict[str, float]:
-    """Round to the column's 4 decimals and drop what the API would reject (bad key, <0, >999999.9999)."""
-    cleaned = {}
+def clean_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """Each value as the column will store it (4 decimals, the API's rounding rule); a value the column cannot
+    hold is sent as it is, and the API keeps it exactly in the run's metadata (the answer lists it)."""
+    cleaned: dict[str, float] = {}
     for name, value in metrics.items():
-        rounded = round(value, METRIC_DECIMALS) + 0.0  # + 0.0 turns -0.0 into 0.0
-        if not METRIC_KEY_RE.match(name):
-            warn(f"dropping metric {name!r}: not a valid metric name")
-        elif not math.isfinite(rounded) or rounded < 0 or rounded > METRIC_MAX:
-            warn(f"dropping metric {name}={value}: outside [0, {METRIC_MAX}]")
-        else:
-            cleaned[name] = int(rounded) if rounded.is_integer() and name == "requests_count" else rounded
+        stored = column_value(value)
+        number = value if stored is None else float(stored) + 0.0  # + 0.0 turns -0.0 into 0.0
+        cleaned[name] = int(number) if number.is_integer() and abs(number) < 2**53 else number
     return cleaned
 
 
@@ -452,13 +265,20 @@ def _format_seconds(seconds: float) -> str:
 
 
 def build_metadata(
-    summary: K6Summary,
+    summary: K6Report,
     extra: dict[str, Any],
     k6_file: str | None,
     env: dict[str, str],
+    directions: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
-    """Context stored with every metric row; `--metadata` pairs are applied last and win."""
+    """Context stored with every metric row; `--metadata` pairs are applied last and win.
+
+    `directions` ({"higher": [glob], "lower": [glob]}) tells the API's verdicts which way the run's own metrics
+    should go (--higher-is-better / --lower-is-better).
+    """
     metadata: dict[str, Any] = {"k6Summary": summary.shape}
+    if directions:
+        metadata["directions"] = directions
     if summary.vus is not None:
         metadata["vus"] = int(summary.vus) if summary.vus.is_integer() else summary.vus
     if summary.duration_s:
@@ -721,6 +541,12 @@ def describe_stored(response: ApiResponse, payload: dict[str, Any]) -> str:
     if body.get("createdAt"):
         lines.append(f"  createdAt {body['createdAt']}")
     lines.extend(f"  {metric:<17} {row_id}" for metric, row_id in sorted(ids.items()))
+    not_stored = body.get("notStored") if isinstance(body.get("notStored"), list) else []
+    if not_stored:
+        lines.append(f"not stored as rows ({len(not_stored)}), kept in the run's metadata:")
+    for item in not_stored:
+        if isinstance(item, dict):
+            lines.append(f"  {item.get('metric')}={item.get('value')}: {item.get('reason')}")
     return "\n".join(lines)
 
 
@@ -813,14 +639,14 @@ def gate_rows(comparison: dict[str, Any], variant: str, baseline: str, window: i
         rows.append(
             GateRow(
                 metric=str(metric.get("metric")),
-                baseline_median=_number(base.get("median")) if base else None,
+                baseline_median=finite_number(base.get("median")) if base else None,
                 baseline_runs=_window(base, window),
-                median=_number(mine.get("median")),
+                median=finite_number(mine.get("median")),
                 runs=_window(mine, window),
-                change_pct=_number(mine.get("changePct")),
+                change_pct=finite_number(mine.get("changePct")),
                 verdict=mine.get("verdict"),
                 method=mine.get("method"),
-                p_value=_number(mine.get("pValue")),
+                p_value=finite_number(mine.get("pValue")),
             )
         )
     return sorted(rows, key=_metric_rank)
@@ -850,7 +676,7 @@ def fetch_comparison(args: argparse.Namespace, api_key: str, name: str, log: Cal
 def build_gate_result(comparison: dict[str, Any], args: argparse.Namespace, name: str, variant: str) -> GateResult:
     """The gate's view of the compare answer for the reported variant."""
     window = comparison.get("runs") if isinstance(comparison.get("runs"), int) else args.runs
-    threshold = _number(comparison.get("thresholdPct"))
+    threshold = finite_number(comparison.get("thresholdPct"))
     return GateResult(
         name=name,
         variant=variant,
@@ -866,7 +692,7 @@ def format_value(value: float | None) -> str:
     """A stored value at the column's precision (4 decimals), without trailing zeros; `-` when absent."""
     if value is None:
         return "-"
-    return f"{value:.{METRIC_DECIMALS}f}".rstrip("0").rstrip(".")
+    return f"{value:.{COLUMN_DECIMALS}f}".rstrip("0").rstrip(".")
 
 
 def format_change(change_pct: float | None) -> str:
@@ -1021,6 +847,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="report_k6_result.py",
         usage="%(prog)s <k6_summary.json> <base_url> <api_key|-> <name> [notes]\n"
         "       [--variant V] [--metadata KEY=VALUE ...] [--k6-file PATH] [--dry-run] [--timeout S] [--retries N]\n"
+        "       [--metric GLOB] [--exclude-metric GLOB] [--higher-is-better GLOB] [--lower-is-better GLOB]\n"
         "       [--compare-to BASELINE [--fail-on-regression PCT] [--runs N]]",
         description="Send a k6 summary (any of its three JSON shapes) to POST <base_url>/experiments/report.",
         epilog="Exit codes: 0 stored or replayed, 1 usage or bad k6 file (nothing sent), "
@@ -1050,6 +877,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # Scales every backoff (cap = 20 x base); tests shrink it so retry paths run in milliseconds.
     parser.add_argument("--backoff-base", type=float, default=DEFAULT_BACKOFF_BASE_S, help=argparse.SUPPRESS)
+    chosen = parser.add_argument_group(
+        "which metrics (globs over a key such as 'http_req_duration{name:*}:p(95)' or a k6 metric name)"
+    )
+    chosen.add_argument(
+        "--metric",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="also report these (the default: your own metrics, every tagged submetric, anything with a threshold, "
+        "and k6's main figures); '*' reports everything",
+    )
+    chosen.add_argument("--exclude-metric", action="append", default=[], metavar="GLOB", help="do not report these")
+    chosen.add_argument(
+        "--higher-is-better", dest="higher", action="append", default=[], metavar="GLOB",
+        help="your metrics that should go up (stored with the run; the verdicts use it)",
+    )  # fmt: skip
+    chosen.add_argument(
+        "--lower-is-better", dest="lower", action="append", default=[], metavar="GLOB",
+        help="your metrics that should go down",
+    )  # fmt: skip
     gate = parser.add_argument_group("regression gate (after the report is stored)")
     gate.add_argument(
         "--compare-to",
@@ -1113,10 +960,9 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> int:
     api_key = resolve_api_key(args.api_key, env, required=not args.dry_run)
 
     raw, doc = load_summary_file(args.summary)
-    summary = parse_summary(doc, args.summary)
-    metrics = clean_metrics(summary.metrics, warn=lambda msg: print(f"warning: {msg}", file=sys.stderr))
-    if not metrics:
-        raise SummaryError(f"{args.summary}: no metric left to report")
+    summary = parse_summary(doc, args.summary, include=args.metric, exclude=args.exclude_metric)
+    metrics = clean_metrics(summary.metrics)
+    directions = {way: globs for way, globs in (("higher", args.higher), ("lower", args.lower)) if globs}
     variant = args.variant.strip() if args.variant else None
     payload = build_payload(
         name=args.name.strip(),
@@ -1124,7 +970,7 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> int:
         notes=args.notes or None,
         metrics=metrics,
         raw_file=args.summary,
-        metadata=build_metadata(summary, extra, args.k6_file, env),
+        metadata=build_metadata(summary, extra, args.k6_file, env, directions),
         date=summary.generated_at,
     )
     key = idempotency_key(raw, payload["name"], variant)

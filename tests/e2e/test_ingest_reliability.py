@@ -233,7 +233,7 @@ def test_reporters_retrying_through_an_outage_store_each_report_exactly_once(
         assert rows(conn) == answered
         assert records == len(names)  # one record per report, the duplicate launch included
         for name, text in outputs:
-            said = set(re.findall(r"^\s+[a-z][a-z0-9_]*\s+([0-9a-f-]{36})$", text, re.MULTILINE))
+            said = set(re.findall(r"^\s+\S.*\s([0-9a-f-]{36})$", text, re.MULTILINE))
             stored = {row[0] for row in conn.execute("SELECT id FROM experiments WHERE name = %s", (name,))}
             assert said and said == stored, f"{name}: the reporter was told {said}, the table holds {stored}"
     verdicts = sorted(text.split(":")[0] for name, text in outputs for text in [last_verdict(text)] if name == names[0])

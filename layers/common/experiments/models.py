@@ -1,15 +1,17 @@
 """Wire shapes of the API and the rules every report must pass before anything is written.
 
-A report that validates here can always be stored: values fit `DECIMAL(10,4)`, strings hold no character
-PostgreSQL refuses (NUL, lone surrogates), and metadata is plain JSON of bounded depth. So storage errors
-are never the client's fault, and a bad report is a 422 that names the field, never a 500.
+A report that validates here can always be stored: strings hold no character PostgreSQL refuses (NUL, lone
+surrogates), metadata is plain JSON of bounded depth, and a value `DECIMAL(10,4)` cannot hold is kept exactly in
+the run's metadata instead of a row (`ExperimentReport.not_stored`). So storage errors are never the client's
+fault, and a bad report is a 422 that names the field, never a 500. The limits live in `experiments.limits`.
 """
 
 from __future__ import annotations
 
 import math
+import unicodedata
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import (
@@ -19,19 +21,26 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
-    PlainSerializer,
     StringConstraints,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-MAX_VALUE = Decimal("999999.9999")  # DECIMAL(10,4)
-FOUR_PLACES = Decimal("0.0001")
-MAX_METRICS = 50
+from experiments.limits import (
+    COLUMN_MAX,
+    MAX_METRIC_KEY_LENGTH,
+    MAX_METRICS,
+    MAX_NAME_LENGTH,
+    MAX_VARIANT_LENGTH,
+    column_value,
+)
+
 MAX_METADATA_DEPTH = 16
 # Top-level metadata keys the service fills in itself.
-RESERVED_METADATA_KEYS = frozenset({"rawFile", "ingest"})
+RESERVED_METADATA_KEYS = frozenset({"rawFile", "ingest", "notStored"})
+# metadata.directions: which way is good for the report's own metrics (globs), as the reporter sends it.
+MAX_DIRECTION_GLOBS = 100
 
 
 def storable_text(text: str) -> str:
@@ -51,13 +60,28 @@ def not_blank(text: str) -> str:
     return text
 
 
-def to_stored_decimal(value: float) -> Decimal:
-    """The value exactly as `DECIMAL(10,4)` stores it (rounded half away from zero, as PostgreSQL does)."""
-    exact = Decimal(repr(value))
-    stored = exact.quantize(FOUR_PLACES, rounding=ROUND_HALF_UP) if exact < 2 * MAX_VALUE else exact
-    if stored > MAX_VALUE:
-        raise ValueError(f"must be at most {MAX_VALUE} (the column is DECIMAL(10,4))")
-    return stored
+def metric_key(key: str) -> str:
+    """A metric key of any convention (see README): printable, no control characters, no surrounding spaces."""
+    storable_text(key)
+    if not key or key != key.strip():
+        raise ValueError("must not be empty or start or end with spaces")
+    if any(unicodedata.category(char) == "Cc" for char in key):
+        raise ValueError("must not contain control characters")
+    return key
+
+
+def check_directions(metadata: dict[str, Any]) -> None:
+    """`metadata.directions`, when given, is {"higher": [glob, ...], "lower": [glob, ...]}."""
+    directions = metadata.get("directions")
+    if directions is None:
+        return
+    if not isinstance(directions, dict) or not set(directions) <= {"higher", "lower"}:
+        raise ValueError('directions: must be {"higher": [glob, ...], "lower": [glob, ...]}')
+    for way, globs in directions.items():
+        if not isinstance(globs, list) or len(globs) > MAX_DIRECTION_GLOBS:
+            raise ValueError(f"directions.{way}: must be a list of at most {MAX_DIRECTION_GLOBS} globs")
+        if not all(isinstance(glob, str) and 0 < len(glob) <= MAX_METRIC_KEY_LENGTH for glob in globs):
+            raise ValueError(f"directions.{way}: each glob must be a non-empty string")
 
 
 def parse_iso_datetime(value: Any) -> Any:
@@ -87,6 +111,7 @@ def check_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     reserved = RESERVED_METADATA_KEYS & metadata.keys()
     if reserved:
         raise ValueError(f"keys {sorted(reserved)} are reserved (rawFile goes at the top level)")
+    check_directions(metadata)
 
     def walk(node: Any, path: str, depth: int) -> None:
         if depth > MAX_METADATA_DEPTH:
@@ -109,17 +134,16 @@ def check_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     return metadata
 
 
-Name = Annotated[str, StringConstraints(max_length=200), AfterValidator(storable_text), AfterValidator(not_blank)]
-Variant = Annotated[str, StringConstraints(max_length=100), AfterValidator(storable_text), AfterValidator(not_blank)]
+Name = Annotated[
+    str, StringConstraints(max_length=MAX_NAME_LENGTH), AfterValidator(storable_text), AfterValidator(not_blank)
+]
+Variant = Annotated[
+    str, StringConstraints(max_length=MAX_VARIANT_LENGTH), AfterValidator(storable_text), AfterValidator(not_blank)
+]
 Notes = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(storable_text)]
 FilePath = Annotated[str, StringConstraints(max_length=1024), AfterValidator(storable_text)]
-MetricName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
-MetricValue = Annotated[
-    float,
-    Field(strict=True, ge=0, allow_inf_nan=False),
-    AfterValidator(to_stored_decimal),
-    PlainSerializer(float, return_type=float),
-]
+MetricName = Annotated[str, StringConstraints(max_length=MAX_METRIC_KEY_LENGTH), AfterValidator(metric_key)]
+MetricValue = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 ReportDate = Annotated[datetime, BeforeValidator(parse_iso_datetime), AfterValidator(to_utc_millis)]
 Metadata = Annotated[dict[str, JsonValue], AfterValidator(check_metadata)]
 
@@ -136,7 +160,9 @@ class ExperimentReport(BaseModel):
     metricsSummary: dict[MetricName, MetricValue] = Field(
         min_length=1,
         max_length=MAX_METRICS,
-        description="1 to 50 metrics, e.g. p95_ms; finite numbers in [0, 999999.9999]",
+        description=f"1 to {MAX_METRICS} metrics: headline keys (p95_ms, rps, ...) or k6 keys "
+        "(`http_req_duration{name:GET /x}:p(95)`, see README); finite numbers. A value DECIMAL(10,4) cannot hold "
+        f"(beyond ±{COLUMN_MAX}) is kept exactly in the run's metadata (`notStored`) instead of a row",
     )
     rawFile: FilePath | None = Field(default=None, description="Path of the k6 summary file")
     metadata: Metadata | None = None
@@ -151,12 +177,35 @@ class ExperimentReport(BaseModel):
                 raise ValueError("required when the name does not end in _<variant> (e.g. lru_cache_baseline)")
         return variant
 
+    @field_validator("metricsSummary")
+    @classmethod
+    def _some_metric_fits_a_row(cls, metrics: dict[str, float]) -> dict[str, float]:
+        """The run's metadata lives on its rows: at least one value must fit the column."""
+        if metrics and all(column_value(value) is None for value in metrics.values()):
+            raise ValueError(f"no value fits the column DECIMAL(10,4) (within ±{COLUMN_MAX}); at least one must")
+        return metrics
+
     @model_validator(mode="after")
     def _split_variant_from_name(self) -> ExperimentReport:
         """`lru_cache_baseline` without a variant is experiment `lru_cache`, variant `baseline`."""
         if self.variant is None:
             self.name, _, self.variant = self.name.rpartition("_")
         return self
+
+    def rows(self) -> dict[str, Decimal]:
+        """metric → the value as the column stores it, for every value that fits."""
+        stored = {key: column_value(value) for key, value in self.metricsSummary.items()}
+        return {key: value for key, value in stored.items() if value is not None}
+
+    def not_stored(self) -> dict[str, float]:
+        """metric → exact value, for the values the column cannot hold (kept in the run's metadata)."""
+        return {key: value for key, value in self.metricsSummary.items() if column_value(value) is None}
+
+
+class NotStored(BaseModel):
+    metric: str
+    value: float
+    reason: str
 
 
 class ReportStored(BaseModel):
@@ -166,6 +215,9 @@ class ReportStored(BaseModel):
     variant: str
     createdAt: str = Field(description="UTC, ISO 8601 with milliseconds")
     ids: dict[str, str] = Field(description="metric name → row id (uuid)")
+    notStored: list[NotStored] = Field(
+        default_factory=list, description="Metrics kept in the run's metadata instead of a row, and why"
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -216,14 +268,16 @@ class VariantSummary(BaseModel):
     latest: float
     median: float = Field(description="Median over the last `runs` requested")
     changePct: float | None = Field(description="Median change against the baseline, in percent")
-    verdict: str | None = Field(description="better, worse, no_change or not_enough_data; null for the baseline")
+    verdict: str | None = Field(
+        description="better, worse, changed (no direction known), no_change or not_enough_data; null for the baseline"
+    )
     method: str | None = Field(default=None, description="mann_whitney_u, no_overlap or none")
     pValue: float | None = None
 
 
 class MetricComparison(BaseModel):
     metric: str
-    higherIsBetter: bool
+    higherIsBetter: bool | None = Field(description="null when neither direction is known (verdict `changed`)")
     variants: list[VariantSummary]
 
 

@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from experiments.k6summary import HIGHER, direction
 from experiments.models import (
     ComparisonReport,
     ExperimentPage,
@@ -28,7 +29,7 @@ from experiments.models import (
     MetricComparison,
     VariantSummary,
 )
-from experiments.stats import compare_runs, higher_is_better
+from experiments.stats import compare_runs
 
 LIST_COLUMNS = sql.SQL('SELECT id, name, description, variant, metric, value, metadata, "createdAt" FROM experiments')
 FILTERS = {
@@ -53,6 +54,14 @@ FROM (
 ) AS ranked
 WHERE recency <= %(runs)s
 ORDER BY metric, variant, recency
+"""
+
+# The globs of the latest run that said which way its own metrics should go (the reporter's
+# --higher-is-better / --lower-is-better, kept in metadata.directions).
+DIRECTIONS = """
+SELECT metadata->'directions' FROM experiments
+WHERE name = %(name)s AND jsonb_typeof(metadata->'directions') = 'object'
+ORDER BY "createdAt" DESC LIMIT 1
 """
 
 
@@ -121,13 +130,17 @@ def compare_variants(
         recent.setdefault(metric, {}).setdefault(variant, []).append(float(Decimal(value)))
         totals[metric, variant] = count
 
+    row = connection.execute(DIRECTIONS, {"name": name}).fetchone() if recent else None
+    globs = row[0] if row else {}
+
     metrics = []
     for metric, by_variant in recent.items():
+        way = direction(metric, globs.get("higher", ()), globs.get("lower", ()))
         baseline_values = by_variant.get(baseline, [])
         summaries = []
         for variant, values in sorted(by_variant.items(), key=lambda item: (item[0] != baseline, item[0])):
             is_baseline = variant == baseline
-            comparison = None if is_baseline else compare_runs(metric, baseline_values, values, threshold_pct)
+            comparison = None if is_baseline else compare_runs(way, baseline_values, values, threshold_pct)
             summaries.append(
                 VariantSummary(
                     variant=variant,
@@ -140,7 +153,8 @@ def compare_variants(
                     pValue=comparison.p_value if comparison else None,
                 )
             )
-        metrics.append(MetricComparison(metric=metric, higherIsBetter=higher_is_better(metric), variants=summaries))
+        higher = None if way is None else way == HIGHER
+        metrics.append(MetricComparison(metric=metric, higherIsBetter=higher, variants=summaries))
     return ComparisonReport(name=name, baseline=baseline, runs=runs, thresholdPct=threshold_pct, metrics=metrics)
 
 

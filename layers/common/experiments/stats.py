@@ -9,6 +9,9 @@ the threshold (in percent of the baseline's median) and larger than the noise th
 - fewer runs on either side: too few for a test. The change counts only if the runs do not overlap at all
   (every run of the variant lies beyond every run of the baseline). With one run each this is the plain
   threshold.
+
+Which way is good comes from `experiments.k6summary.direction` (k6's own metrics, the report's globs, the
+metric's words). Where nothing says, a real change is `changed`: neither better nor worse.
 """
 
 from __future__ import annotations
@@ -20,17 +23,13 @@ from functools import cache
 from statistics import median
 from typing import Literal
 
-Verdict = Literal["better", "worse", "no_change", "not_enough_data"]
+from experiments.k6summary import HIGHER
+
+Verdict = Literal["better", "worse", "changed", "no_change", "not_enough_data"]
 Method = Literal["mann_whitney_u", "no_overlap", "none"]
 
 ALPHA = 0.05
 MIN_RUNS_FOR_TEST = 4
-HIGHER_IS_BETTER = frozenset({"rps", "requests_count", "checks_pass_rate", "iterations", "data_received"})
-
-
-def higher_is_better(metric: str) -> bool:
-    """rps, request counts and pass rates should go up; latencies (`*_ms`), error rates and the rest down."""
-    return metric in HIGHER_IS_BETTER or metric.endswith(("_rps", "_per_s", "_pass_rate", "_count"))
 
 
 @dataclass(frozen=True)
@@ -41,8 +40,13 @@ class Comparison:
     p_value: float | None = None
 
 
-def compare_runs(metric: str, baseline: Sequence[float], variant: Sequence[float], threshold_pct: float) -> Comparison:
-    """The verdict on `variant` against `baseline` (each: the metric's values over recent runs)."""
+def compare_runs(
+    way: str | None, baseline: Sequence[float], variant: Sequence[float], threshold_pct: float
+) -> Comparison:
+    """The verdict on `variant` against `baseline` (each: one metric's values over recent runs).
+
+    `way` is the metric's direction (HIGHER, LOWER, or None when unknown).
+    """
     if not baseline or not variant:
         return Comparison(None, "not_enough_data", "none")
     change = percent_change(median(baseline), median(variant))
@@ -59,7 +63,9 @@ def compare_runs(metric: str, baseline: Sequence[float], variant: Sequence[float
         beyond_noise = min(variant) > max(baseline) if change > 0 else max(variant) < min(baseline)
     if not beyond_noise:
         return Comparison(_finite(change), "no_change", method, p_value)
-    improved = (change > 0) == higher_is_better(metric)
+    if way is None:
+        return Comparison(_finite(change), "changed", method, p_value)
+    improved = (change > 0) == (way == HIGHER)
     return Comparison(_finite(change), "better" if improved else "worse", method, p_value)
 
 

@@ -19,7 +19,10 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from experiments.models import ExperimentReport, ReportStored, to_utc_millis
+from experiments.limits import COLUMN_MAX
+from experiments.models import ExperimentReport, NotStored, ReportStored, to_utc_millis
+
+NOT_STORED_REASON = f"outside the column's DECIMAL(10,4) range (±{COLUMN_MAX}); kept exactly in metadata.notStored"
 
 INSERT_ROWS = """
 INSERT INTO experiments (id, name, description, variant, metric, value, metadata, "createdAt")
@@ -69,7 +72,7 @@ def request_fingerprint(report: ExperimentReport) -> str:
 
 
 def row_metadata(report: ExperimentReport, idempotency_key: str | None, source: RequestSource) -> dict[str, Any]:
-    """The client's metadata plus `rawFile` and what the service knows of the request (`ingest`)."""
+    """The client's metadata plus `rawFile`, the values no row can hold (`notStored`) and the request (`ingest`)."""
     ingest = {
         "idempotencyKey": idempotency_key,
         "requestId": source.request_id,
@@ -79,6 +82,9 @@ def row_metadata(report: ExperimentReport, idempotency_key: str | None, source: 
     metadata: dict[str, Any] = dict(report.metadata or {})
     if report.rawFile is not None:
         metadata["rawFile"] = report.rawFile
+    not_stored = report.not_stored()
+    if not_stored:
+        metadata["notStored"] = not_stored
     metadata["ingest"] = {key: value for key, value in ingest.items() if value is not None}
     return metadata
 
@@ -98,12 +104,14 @@ def save_report(
     The insert is prepared on first use (`prepare=True`): warm invocations send only Bind/Execute.
     """
     created_at = report.date or to_utc_millis(datetime.now(UTC))
-    ids = {metric: str(uuid.uuid4()) for metric in report.metricsSummary}
+    rows = report.rows()
+    ids = {metric: str(uuid.uuid4()) for metric in rows}
     stored = ReportStored(
         name=report.name,
         variant=report.variant or "",
         createdAt=created_at.isoformat(timespec="milliseconds") + "Z",
         ids=ids,
+        notStored=[NotStored(metric=k, value=v, reason=NOT_STORED_REASON) for k, v in report.not_stored().items()],
     )
     params = {
         "name": report.name,
@@ -112,8 +120,8 @@ def save_report(
         "metadata": Jsonb(row_metadata(report, idempotency_key, source)),
         "created_at": created_at,
         "ids": list(ids.values()),
-        "metrics": list(report.metricsSummary),
-        "values": list(report.metricsSummary.values()),
+        "metrics": list(rows),
+        "values": list(rows.values()),
     }
     if idempotency_key is None:
         connection.execute(INSERT_ROWS, params, prepare=True)

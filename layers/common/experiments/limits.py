@@ -1,0 +1,33 @@
+"""The API's limits and its one rounding rule, in one place: standard library only.
+
+The API's models (`experiments.models`) and the stdlib-only reporter (`scripts/report_k6_result.py`) both import
+this module, so a limit is written once and the reporter never sends what the API would refuse.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+# The `value` column is DECIMAL(10,4): at most 6 digits before the point and 4 after.
+COLUMN_DECIMALS = 4
+COLUMN_MAX = Decimal("999999.9999")
+FOUR_PLACES = Decimal(1).scaleb(-COLUMN_DECIMALS)
+
+MAX_BODY_BYTES = 256 * 1024
+MAX_METRICS = 1000
+MAX_METRIC_KEY_LENGTH = 512
+MAX_NAME_LENGTH = 200
+MAX_VARIANT_LENGTH = 100
+
+# GET /experiments/compare (and the reporter's regression gate).
+MAX_COMPARE_RUNS = 100
+MAX_THRESHOLD_PCT = 1000.0
+
+
+def column_value(value: float) -> Decimal | None:
+    """`value` exactly as the column stores it (half away from zero, as PostgreSQL rounds); None if it does not fit."""
+    try:
+        stored = Decimal(repr(float(value))).quantize(FOUR_PLACES, rounding=ROUND_HALF_UP)
+        return stored if stored.is_finite() and abs(stored) <= COLUMN_MAX else None
+    except (InvalidOperation, ValueError, OverflowError):  # NaN, infinities, numbers too long to quantize
+        return None
