@@ -40,6 +40,7 @@ from urllib.request import Request, urlopen
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from experiments.k6summary import metric_key
 from experiments.localdb import DEFAULT_DATA_DIR, database_url
 from experiments.migrations import apply_migrations
 
@@ -48,6 +49,12 @@ SCRIPTS = REPO_ROOT / "scripts"
 K6_SCRIPT = REPO_ROOT / "k6" / "product_read_test.js"
 EXPERIMENT = "lru_cache"
 TABLE_METRICS = ("p50_ms", "p95_ms", "rps")
+ENDPOINTS = ("GET /products/:id", "GET /products")  # the `name` tags of k6/product_read_test.js
+# The experiment's own figures, printed under the headline table: label -> stored key.
+FIGURES = {
+    "cache_hit_rate": metric_key("cache_hit_rate", (), "rate"),
+    **{f"p95 {name} (ms)": metric_key("http_req_duration", [("name", name)], "p(95)") for name in ENDPOINTS},
+}
 READY_TIMEOUT_S = 60.0
 
 READ_BACK = """
@@ -180,11 +187,12 @@ def read_back(url: str, run_id: str) -> dict[str, dict[str, Decimal]]:
     """variant -> metric -> value, for this run's rows only (the table may hold earlier runs)."""
     table: dict[str, dict[str, Decimal]] = {}
     with psycopg.connect(url, connect_timeout=10) as conn:
-        rows = conn.execute(READ_BACK, {"name": EXPERIMENT, "run": run_id, "metrics": list(TABLE_METRICS)})
+        metrics = [*TABLE_METRICS, *FIGURES.values()]
+        rows = conn.execute(READ_BACK, {"name": EXPERIMENT, "run": run_id, "metrics": metrics})
         for variant, metric, value in rows:
             table.setdefault(variant, {})[metric] = value
     for variant in ("baseline", "cached"):
-        if set(table.get(variant, {})) != set(TABLE_METRICS):
+        if not set(TABLE_METRICS) <= set(table.get(variant, {})):
             raise DemoError(f"expected {', '.join(TABLE_METRICS)} for {variant} in experiments; got {table}")
     return table
 
@@ -200,6 +208,19 @@ def comparison(table: dict[str, dict[str, Decimal]]) -> str:
         before, after = table["baseline"][metric], table["cached"][metric]
         changes.append(f"{(after - before) / before * 100:+,.1f}%" if before else "n/a")
     lines.append("change".ljust(10) + "".join(c.rjust(width) for c in changes))
+    return "\n".join(lines)
+
+
+def figures(table: dict[str, dict[str, Decimal]]) -> str:
+    """The experiment's own figures (the cache's hit rate, each endpoint's p95): one row each, variants across."""
+    width = 12
+    label_width = max(len(label) for label in FIGURES) + 2
+    lines = ["figure".ljust(label_width) + "".join(c.rjust(width) for c in ("baseline", "cached", "change"))]
+    for label, key in FIGURES.items():
+        before, after = table["baseline"].get(key), table["cached"].get(key)
+        cells = [f"{value:,.2f}" if value is not None else "-" for value in (before, after)]
+        change = f"{(after - before) / before * 100:+,.1f}%" if before and after is not None else "n/a"
+        lines.append(label.ljust(label_width) + "".join(c.rjust(width) for c in (*cells, change)))
     return "\n".join(lines)
 
 
@@ -278,6 +299,8 @@ def main() -> int:
         table = read_back(url, run_id)
         print(f"\nRead back from the experiments table (name = {EXPERIMENT}, demoRun = {run_id}):", flush=True)
         print(comparison(table), flush=True)
+        print("\nThe experiment's own figures (k6's custom Rate and the per-endpoint submetrics):", flush=True)
+        print(figures(table), flush=True)
         print(f"\nGET /experiments/compare?name={EXPERIMENT} (all runs stored so far):", flush=True)
         print(verdicts(fetch_comparison(api.url, api_key)), flush=True)
         print(f"\nDashboard: {api.url}/dashboard#name={EXPERIMENT} (key: {api_key})", flush=True)

@@ -8,7 +8,10 @@ runs record.
     python scripts/product_service.py [--port 3000] [--host 127.0.0.1] [--cache] [--cache-size 1024]
                                       [--delay-ms 25] [--jitter-ms 5]
 
-`GET /health` answers with the cache's hit and miss counts. A ready line is printed at start.
+`GET /products` lists the first products (each read like one product). Every product answer says
+`X-Cache: HIT` when the cache served it, else `MISS` (a list: HIT only when every item was a hit), which the
+k6 scenario records as its custom Rate `cache_hit_rate`. `GET /health` answers with the cache's hit and miss
+counts. A ready line is printed at start.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+LIST_SIZE = 5  # GET /products: the first products of the catalog
 PRODUCT_PATH = re.compile(r"^/products/([A-Za-z0-9_-]{1,64})/?$")
 CATEGORIES = ("books", "games", "garden", "kitchen", "music", "outdoor", "toys")
 
@@ -64,12 +68,19 @@ class Catalog:
     def __init__(self, store: ProductStore, cache_size: int | None) -> None:
         self.store = store
         self.cached = cache_size is not None
+        self._lock = threading.Lock()
         self._read: Callable[[str], dict[str, Any]] = (
             lru_cache(maxsize=cache_size)(store.load) if cache_size is not None else store.load
         )
 
-    def get(self, product_id: str) -> dict[str, Any]:
-        return self._read(product_id)
+    def get(self, product_id: str) -> tuple[dict[str, Any], bool]:
+        """The product, and whether the cache answered (the `X-Cache: HIT|MISS` header)."""
+        if not self.cached:
+            return self._read(product_id), False
+        with self._lock:  # the hit count tells this read from a concurrent one
+            hits = self._read.cache_info().hits  # type: ignore[attr-defined]
+            product = self._read(product_id)
+            return product, self._read.cache_info().hits > hits  # type: ignore[attr-defined]
 
     def stats(self) -> dict[str, Any]:
         info = self._read.cache_info() if self.cached else None  # type: ignore[attr-defined]
@@ -91,10 +102,12 @@ class ProductHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """No access log: thousands of lines per k6 run would only slow the service down."""
 
-    def _json(self, status: int, payload: dict[str, Any]) -> None:
+    def _json(self, status: int, payload: Any, cache: str | None = None) -> None:
         body = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
+        if cache is not None:
+            self.send_header("X-Cache", cache)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -104,13 +117,19 @@ class ProductHandler(BaseHTTPRequestHandler):
         if path == "/health":
             self._json(200, {"status": "ok", **self.server.catalog.stats()})
             return
+        if path.rstrip("/") == "/products":  # the list: one page of LIST_SIZE products, each read like one product
+            page = [self.server.catalog.get(str(number)) for number in range(1, LIST_SIZE + 1)]
+            all_hits = all(hit for _, hit in page)
+            self._json(200, {"items": [product for product, _ in page]}, "HIT" if all_hits else "MISS")
+            return
         m = PRODUCT_PATH.match(path)
         if not m:
             self._json(404, {"error": "not_found", "message": f"no route for GET {path}"})
             return
-        product = dict(self.server.catalog.get(m.group(1)))
+        found, hit = self.server.catalog.get(m.group(1))
+        product = dict(found)
         product["servedAt"] = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        self._json(200, product)
+        self._json(200, product, "HIT" if hit else "MISS")
 
 
 class ProductServer(ThreadingHTTPServer):

@@ -123,6 +123,10 @@ def test_demo_runs_the_whole_flow_and_prints_the_comparison(
     assert re.search(r"^baseline(\s+[\d,.]+){3}$", table, re.M), table
     assert re.search(r"^cached(\s+[\d,.]+){3}$", table, re.M), table
     assert re.search(r"^change(\s+[+-][\d,.]+%){3}$", table, re.M), table
+    hit_rates = re.search(r"^cache_hit_rate\s+([\d.]+)\s+([\d.]+)\s", table, re.M)
+    assert hit_rates and float(hit_rates[1]) < 0.1 and float(hit_rates[2]) > 0.9, table
+    for endpoint in ("GET /products/:id", "GET /products"):
+        assert re.search(rf"^p95 {re.escape(endpoint)} \(ms\)(\s+[\d,.]+){{2}}\s+-[\d,.]+%$", table, re.M), table
     run_id = re.search(r"\(run ([\w-]+)\)", out).group(1)
     rows = db.execute(
         "SELECT variant, metric, value FROM experiments WHERE name = 'lru_cache' AND metadata->>'demoRun' = %s",
