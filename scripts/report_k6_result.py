@@ -756,6 +756,9 @@ def gate_outcome(result: GateResult) -> str:
     ]
     if noisy:
         lines.append(f"past {result.threshold_pct:g}% but within the run-to-run noise (not called): {', '.join(noisy)}")
+    changed = result.metrics_with("changed")
+    if changed:
+        lines.append(f"changed, direction unknown (not judged): {', '.join(changed)}")
     no_data = result.metrics_with("not_enough_data")
     if no_data:
         lines.append(f"not enough data (not judged): {', '.join(no_data)}")

@@ -432,3 +432,34 @@ def test_the_comparison_is_fetched_with_the_reports_retry_rules(
     assert done.returncode == exit_code, done.stdout + done.stderr
     assert len(scripted_api.gets) == gets
     assert scripted_api.gets[0] == "/dev/experiments/compare?name=lru_cache&baseline=baseline&runs=5&threshold=10.0"
+
+
+def test_a_custom_metric_that_got_worse_fails_the_gate_and_one_of_unknown_direction_only_changed(
+    experiment: Experiment,
+) -> None:
+    """k6 scripts' own metrics: `with_cache_duration` is a duration (lower is better, by its name);
+    `rate_limited_responses` says nothing, so its change is shown as `changed` and never fails the gate."""
+
+    def write(factor: float) -> Path:
+        doc = summary_export(1.0)
+        doc["metrics"]["with_cache_duration"] = {"med": 40.0 * factor, "p(95)": 50.0 * factor, "max": 90.0 * factor}
+        doc["metrics"]["rate_limited_responses"] = {"count": 10 * factor, "rate": 1.0 * factor}
+        path = experiment.write_summary(factor)
+        path.write_text(json.dumps(doc))
+        return path
+
+    env = {"EXPERIMENTS_API_KEY": experiment._api.api_key, "GITHUB_STEP_SUMMARY": ""}
+    for factor in TIGHT:
+        seeded = experiment._run(write(factor), experiment._api.url, experiment.name, "--variant", "baseline", env=env)
+        assert seeded.returncode == 0, seeded.stdout + seeded.stderr
+
+    options = ("--variant", "candidate", "--compare-to", "baseline", "--fail-on-regression", THRESHOLD)
+    done = experiment._run(write(SLOWER), experiment._api.url, experiment.name, *options, env=env)
+
+    assert done.returncode == 4, done.stdout + done.stderr
+    lines = {line.split("  ")[0]: line for line in done.stdout.splitlines()}
+    assert lines["with_cache_duration:p(95)"].split()[-2:] == ["worse", "no_overlap"]
+    assert lines["rate_limited_responses:count"].split()[-2:] == ["changed", "no_overlap"]
+    assert re.search(r"^FAILED: .*with_cache_duration:p\(95\)", done.stdout, re.M)
+    assert "rate_limited_responses:count" not in re.search(r"^FAILED: .*$", done.stdout, re.M).group()
+    assert re.search(r"^changed, direction unknown \(not judged\): .*rate_limited_responses:count", done.stdout, re.M)

@@ -16,10 +16,23 @@ pytestmark = pytest.mark.integration
 START = datetime(2025, 11, 1, 12, 0, 0)
 
 
-def store(db: psycopg.Connection, name: str, variant: str, metrics: dict[str, float], at: datetime) -> None:
+def store(
+    db: psycopg.Connection,
+    name: str,
+    variant: str,
+    metrics: dict[str, float],
+    at: datetime,
+    metadata: dict | None = None,
+) -> None:
     """Store one run as the API would (same code path), at a given time."""
     report = ExperimentReport.model_validate(
-        {"name": name, "variant": variant, "date": at.isoformat() + "Z", "metricsSummary": metrics}
+        {
+            "name": name,
+            "variant": variant,
+            "date": at.isoformat() + "Z",
+            "metricsSummary": metrics,
+            "metadata": metadata,
+        }
     )
     with db.transaction():
         save_report(db, report)
@@ -178,6 +191,33 @@ def test_direction_of_each_metric(get, db) -> None:
     higher_better = {"rps", "requests_count", "checks_pass_rate"}
     for metric in base:
         assert found[metric, "candidate"] == ("better" if metric in higher_better else "worse"), metric
+
+
+def test_custom_metrics_are_judged_by_their_names_and_the_reports_own_directions(get, db) -> None:
+    """Everything goes up by 50%: a hit rate is better, a duration worse, a count of unknown meaning only changed,
+    until a run says (metadata.directions, the reporter's --lower-is-better) that it should go down."""
+    base = {"cache_hit_rate:rate": 0.5, "with_cache_duration:p(95)": 20, "rate_limited_responses:count": 10}
+    factors = (1, 1.01, 0.99, 1.02, 0.98)
+    runs(db, "custom", "baseline", {m: [v * f for f in factors] for m, v in base.items()})
+    runs(db, "custom", "candidate", {m: [v * 1.5 * f for f in factors] for m, v in base.items()}, offset=10)
+
+    answer = get("/experiments/compare", {"name": "custom"})
+    assert verdicts(answer) == {
+        ("cache_hit_rate:rate", "baseline"): None,
+        ("cache_hit_rate:rate", "candidate"): "better",
+        ("with_cache_duration:p(95)", "baseline"): None,
+        ("with_cache_duration:p(95)", "candidate"): "worse",
+        ("rate_limited_responses:count", "baseline"): None,
+        ("rate_limited_responses:count", "candidate"): "changed",
+    }
+    directions = {m["metric"]: m["higherIsBetter"] for m in answer.body["metrics"]}
+    assert directions["rate_limited_responses:count"] is None
+
+    store(db, "custom", "candidate", {"rate_limited_responses:count": 15}, START + timedelta(minutes=30),
+          {"directions": {"lower": ["rate_limited_*"]}})  # fmt: skip
+    assert verdicts(get("/experiments/compare", {"name": "custom"}))["rate_limited_responses:count", "candidate"] == (
+        "worse"
+    )
 
 
 def test_noise_is_not_a_change(get, db) -> None:
