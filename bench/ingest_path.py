@@ -1,6 +1,7 @@
 """Benchmark 1: the warm ingest path, side by side with the floor and the naive way.
 
-Three ways to store the same 10-metric report (10 `experiments` rows) in the same database, measured in one
+Three ways to store the same 10-metric report (10 `experiments` rows; `--metrics 300`: a whole k6 summary's, which
+`make bench` runs too) in the same database, measured in one
 run, interleaved round by round (in a shuffled order) so that noise on a shared machine hits them alike:
 
 - ours:  `lambda_handler` of `functions/report/app.py` (validation, idempotency, logging, metrics), warm
@@ -66,12 +67,21 @@ REPORT: dict[str, Any] = {
     "rawFile": "./results_baseline.json",
     "metadata": {"vus": 20, "duration": "30s", "productId": "123", "gitSha": "abc123", "environment": "staging"},
 }
-METRICS = len(REPORT["metricsSummary"])
 COLUMNS = 'id, name, description, variant, metric, value, metadata, "createdAt"'
 ROW_PLACEHOLDERS = "(%s, %s, %s, %s, %s, %s, %s, %s)"
-# The floor's one statement for all rows, and the naive way's statement per row (both constants).
-FLOOR_INSERT = f"INSERT INTO experiments ({COLUMNS}) VALUES " + ", ".join([ROW_PLACEHOLDERS] * METRICS)  # noqa: S608
+# The naive way's statement per row; the floor's one statement for all rows depends on their number.
 NAIVE_INSERT = f"INSERT INTO experiments ({COLUMNS}) VALUES {ROW_PLACEHOLDERS}"  # noqa: S608
+
+
+def floor_statement(metrics: int) -> str:
+    return f"INSERT INTO experiments ({COLUMNS}) VALUES " + ", ".join([ROW_PLACEHOLDERS] * metrics)  # noqa: S608
+
+
+def report_of(metrics: int) -> dict[str, Any]:
+    """REPORT with `metrics` figures: its 10 headline ones, then per-endpoint trends as k6 keys them."""
+    stats = ("med", "p(90)", "p(95)", "p(99)", "avg", "max")
+    extra = {f"http_req_duration{{name:GET /endpoint/{n // 6}}}:{stats[n % 6]}": 1.5 + n for n in range(metrics - 10)}
+    return {**REPORT, "metricsSummary": {**REPORT["metricsSummary"], **extra}}
 
 
 # --- the database ---------------------------------------------------------------------------------------------
@@ -113,7 +123,8 @@ def row_params(report: dict[str, Any]) -> list[tuple[Any, ...]]:
 
 def floor_insert(conn: psycopg.Connection, report: dict[str, Any]) -> None:
     """One transaction, one multi-row INSERT, commit (`conn` is not autocommit)."""
-    conn.execute(FLOOR_INSERT, [value for row in row_params(report) for value in row])
+    statement = floor_statement(len(report["metricsSummary"]))
+    conn.execute(statement, [value for row in row_params(report) for value in row])
     conn.commit()
 
 
@@ -186,7 +197,9 @@ def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
 
 
-def run(repeat: int = 1000, warmup: int = 50, block: int = 200, naive_every: int = 5) -> dict[str, Any]:
+def run(
+    repeat: int = 1000, warmup: int = 50, block: int = 200, naive_every: int = 5, metrics: int = 10
+) -> dict[str, Any]:
     """Measure the three variants against a fresh bench database and return the figures.
 
     The run alternates blocks: `block` rounds of ours and the floor interleaved, then `block // naive_every`
@@ -196,6 +209,7 @@ def run(repeat: int = 1000, warmup: int = 50, block: int = 200, naive_every: int
     every ours-and-floor block (`SETTLE_ROUNDS`) are not recorded, so none starts in the naive way's wake.
     """
     url, transport = server_url()
+    report = report_of(metrics)
     rng = random.Random(6)
     blocks = [min(block, repeat - done) for done in range(0, repeat, block)]
     calls: Counter[str] = Counter()
@@ -227,7 +241,7 @@ def run(repeat: int = 1000, warmup: int = 50, block: int = 200, naive_every: int
                 app.database.run = timed_database_run
                 # Built ahead, outside the timing: one event per handler call, each with a new Idempotency-Key.
                 handler_calls = warmup + repeat + len(blocks) * SETTLE_ROUNDS
-                events = iter([api_event(REPORT, f"bench-{n}") for n in range(handler_calls)])
+                events = iter([api_event(report, f"bench-{n}") for n in range(handler_calls)])
 
                 def ours() -> None:
                     calls["ours"] += 1
@@ -235,11 +249,11 @@ def run(repeat: int = 1000, warmup: int = 50, block: int = 200, naive_every: int
 
                 def floor() -> None:
                     calls["floor"] += 1
-                    floor_insert(floor_conn, REPORT)
+                    floor_insert(floor_conn, report)
 
                 def naive() -> None:
                     calls["naive"] += 1
-                    naive_insert(database, REPORT)
+                    naive_insert(database, report)
 
                 try:
                     interleaved({"ours": ours, "floor": floor, "naive": naive}, 0, warmup, rng)  # connect, prepare
@@ -262,14 +276,14 @@ def run(repeat: int = 1000, warmup: int = 50, block: int = 200, naive_every: int
             else:
                 os.environ["DATABASE_URL"] = saved_url
 
-    if set(statuses) != {201} or rows != calls.total() * METRICS:
+    if set(statuses) != {201} or rows != calls.total() * metrics:
         raise RuntimeError(f"benchmark did not store what it should: statuses {set(statuses)}, {rows} rows")
     database_part = [in_database[call] for call in recorded_calls]
     rest = [total - part for total, part in zip(timings["ours"], database_part, strict=True)]
     ratio = statistics.median(timings["ours"]) / statistics.median(timings["floor"])
     return {
         "benchmark": "ingest_path",
-        "description": f"warm path, {METRICS}-metric report, PostgreSQL over {transport}",
+        "description": f"warm path, {metrics}-metric report, PostgreSQL over {transport}",
         "repeat": repeat,
         "warmup": warmup,
         "variants": {name: summary(samples) for name, samples in timings.items()},
@@ -304,8 +318,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--metrics", type=int, default=10, help="figures per report (10 to 1000)")
     args = parser.parse_args(argv)
-    print(table(run(args.repeat, args.warmup)))
+    print(table(run(args.repeat, args.warmup, metrics=args.metrics)))
 
 
 if __name__ == "__main__":
