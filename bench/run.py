@@ -29,7 +29,9 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 BENCHMARKS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "ingest_path": ("ingest_path", {"repeat": 1000, "warmup": 50}, {"repeat": 150, "warmup": 20}),
     "ingest_path_300": (
-        "ingest_path", {"repeat": 300, "warmup": 20, "metrics": 300}, {"repeat": 40, "warmup": 5, "metrics": 300}
+        "ingest_path",
+        {"repeat": 300, "warmup": 20, "metrics": 300},
+        {"repeat": 40, "warmup": 5, "metrics": 300},
     ),
     "cold_start": ("cold_start", {"repeat": 30, "warmup": 3}, {"repeat": 6, "warmup": 1}),
     "throughput": ("ingest_throughput", {"vus": (20, 50), "duration": "15s"}, {"vus": (20,), "duration": "5s"}),
