@@ -67,14 +67,19 @@ class Answer:
     body: Any
 
 
-def load_reporter() -> ModuleType:
-    """`scripts/report_k6_result.py` as a module (scripts/ is not a package), loaded once per test run."""
-    if "report_k6_result" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("report_k6_result", REPO_ROOT / "scripts" / "report_k6_result.py")
+def load_script(name: str) -> ModuleType:
+    """`scripts/<name>.py` as a module (scripts/ is not a package), loaded once per test run."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
-        sys.modules["report_k6_result"] = module
+        sys.modules[name] = module
         spec.loader.exec_module(module)
-    return sys.modules["report_k6_result"]
+    return sys.modules[name]
+
+
+def load_reporter() -> ModuleType:
+    """The reporter CLI, `scripts/report_k6_result.py`, as a module."""
+    return load_script("report_k6_result")
 
 
 def private_pgdata() -> Path:

@@ -19,6 +19,7 @@ from pydantic import AfterValidator
 from experiments.config import METRICS_NAMESPACE, SERVICE_NAME
 from experiments.db import Database
 from experiments.http import error_responses, register_error_handlers, static_page
+from experiments.limits import MAX_COMPARE_RUNS, MAX_THRESHOLD_PCT
 from experiments.models import ComparisonReport, ExperimentPage, ReportDate, storable_text
 from experiments.query import ListFilters, NotFound, compare_variants, list_experiments
 
@@ -61,8 +62,8 @@ def get_experiments(
 def get_comparison(
     name: Annotated[str, Query(min_length=1, max_length=200), AfterValidator(storable_text)],
     baseline: Annotated[str, Query(min_length=1, max_length=100), AfterValidator(storable_text)] = "baseline",
-    runs: Annotated[int, Query(ge=1, le=100, description="How many recent runs per variant to compare")] = 5,
-    threshold: Annotated[float, Query(ge=0, le=1000, description="Smallest change in percent to call")] = 5.0,
+    runs: Annotated[int, Query(ge=1, le=MAX_COMPARE_RUNS, description="How many recent runs per variant")] = 5,
+    threshold: Annotated[float, Query(ge=0, le=MAX_THRESHOLD_PCT, description="Smallest change in % to call")] = 5.0,
 ) -> ComparisonReport:
     report = database.run(
         lambda conn: compare_variants(conn, name, baseline=baseline, runs=runs, threshold_pct=threshold)
