@@ -38,7 +38,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 
-from experiments.localdb import scratch_database
+from devkit.localdb import scratch_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPORT_APP = REPO_ROOT / "functions" / "report" / "app.py"
@@ -95,7 +95,7 @@ def server_url() -> tuple[str, str]:
     except psycopg.OperationalError:
         if os.environ.get("DATABASE_URL"):
             raise
-        from experiments.localdb import embedded_server  # no server on loopback: measure on the embedded one
+        from devkit.localdb import embedded_server  # no server on loopback: measure on the embedded one
 
         data_dir = REPO_ROOT / ".local" / "bench-pgdata"
         url = embedded_server(data_dir, delete_on_exit=True).get_uri()

@@ -33,7 +33,7 @@ from typing import Any
 import psycopg
 from ingest_path import server_url  # the same server choice as benchmark 1
 
-from experiments.localdb import scratch_database
+from devkit.localdb import scratch_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "k6" / "ingest_load_test.js"

@@ -20,28 +20,27 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.request import Request, urlopen
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from devkit import processes
+from devkit.localdb import DEFAULT_DATA_DIR, database_url
+from devkit.processes import ChildServer
 from experiments.k6summary import metric_key
-from experiments.localdb import DEFAULT_DATA_DIR, database_url
 from experiments.migrations import apply_migrations
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +54,6 @@ FIGURES = {
     "cache_hit_rate": metric_key("cache_hit_rate", (), "rate"),
     **{f"p95 {name} (ms)": metric_key("http_req_duration", [("name", name)], "p(95)") for name in ENDPOINTS},
 }
-READY_TIMEOUT_S = 60.0
 
 READ_BACK = """
 SELECT variant, metric, value FROM experiments
@@ -84,56 +82,12 @@ def step(tag: str, message: str) -> None:
     print(f"[{tag}]".ljust(11) + message, flush=True)
 
 
-@dataclass
-class Server:
-    """A child HTTP server that printed its ready line; stdout is copied to a log file."""
-
-    name: str
-    process: subprocess.Popen[str]
-    ready_line: str
-    url: str
-
-    def stop(self) -> None:
-        """SIGTERM (both servers shut down cleanly on it), SIGKILL if that does not end it in time."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def _tee(stream: IO[str], log: IO[str], ready: threading.Event, lines: list[str], prefix: str) -> None:
-    for line in stream:
-        log.write(line)
-        log.flush()
-        if not ready.is_set() and line.startswith(prefix):
-            lines.append(line.strip())
-            ready.set()
-    log.close()
-
-
-def start_server(name: str, argv: Sequence[str], env: dict[str, str], ready_prefix: str, log_dir: Path) -> Server:
-    """Start a server and wait for its ready line (`<prefix> http://host:port ...`)."""
-    log_path = log_dir / f"{name}.log"
-    log = log_path.open("a", encoding="utf-8")
-    process = subprocess.Popen(
-        list(argv), cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    ready, lines = threading.Event(), []
-    assert process.stdout is not None
-    threading.Thread(target=_tee, args=(process.stdout, log, ready, lines, ready_prefix), daemon=True).start()
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while not ready.wait(0.05):
-        if process.poll() is not None or time.monotonic() > deadline:
-            if process.poll() is None:
-                process.kill()
-            raise DemoError(f"{name} did not start; see {log_path}:\n{tail(log_path)}")
-    match = re.search(r"(http://\S+)", lines[0])
-    if match is None:
-        raise DemoError(f"{name}: no URL in its ready line {lines[0]!r}")
-    return Server(name, process, lines[0], match.group(1))
+def start_server(name: str, argv: Sequence[str], env: dict[str, str], ready_prefix: str, log_dir: Path) -> ChildServer:
+    """Start a server and wait for its ready line (`<prefix> http://host:port ...`); its output goes to a log."""
+    try:
+        return processes.start_server(argv, log_dir / f"{name}.log", ready_prefix, env)
+    except processes.ServerDidNotStart as error:
+        raise DemoError(f"{name} did not start; see {shown(log_dir / f'{name}.log')}:\n{error}") from None
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -171,7 +125,9 @@ def run_k6(
     return metrics
 
 
-def report(tag: str, api: Server, summary: Path, name: str, notes: str, env: dict[str, str], extra: list[str]) -> None:
+def report(
+    tag: str, api: ChildServer, summary: Path, name: str, notes: str, env: dict[str, str], extra: list[str]
+) -> None:
     """Send one summary with the reporter, the original doc's way (`lru_cache_baseline` = name + variant)."""
     argv = [sys.executable, str(SCRIPTS / "report_k6_result.py"), shown(summary)]
     argv += [api.url, "-", name, notes, "--k6-file", shown(K6_SCRIPT)]
@@ -234,7 +190,7 @@ def describe_database(url: str, embedded: bool) -> str:
 
 
 @contextmanager
-def stopping(servers: list[Server]) -> Iterator[None]:
+def stopping(servers: list[ChildServer]) -> Iterator[None]:
     """Stop every server started inside the block, whatever happens in it (error, Ctrl-C, SIGTERM)."""
     try:
         yield
@@ -266,7 +222,7 @@ def main() -> int:
 
     api_key = secrets.token_urlsafe(24)
     env = os.environ | {"DATABASE_URL": url, "EXPERIMENTS_API_KEY": api_key, "PYTHONUNBUFFERED": "1"}
-    servers: list[Server] = []
+    servers: list[ChildServer] = []
     with stopping(servers):
         api_argv = [sys.executable, str(SCRIPTS / "local_api.py"), "--port", "0"]
         api = start_server("local_api", api_argv, env, "Local API on", log_dir)

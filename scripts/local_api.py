@@ -44,8 +44,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
+from devkit.localdb import database_url
 from experiments.auth import presented_api_key
-from experiments.localdb import database_url
 from experiments.migrations import apply_migrations
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from experiments.localdb import database_url
+from devkit.localdb import database_url
 from experiments.migrations import DEFAULT_MIGRATIONS_DIR, apply_migrations
 
 

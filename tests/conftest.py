@@ -19,7 +19,7 @@ import pytest
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
 
-from experiments.localdb import embedded_server, scratch_database
+from devkit.localdb import embedded_server, scratch_database
 from support import (
     Answer,
     FakeSecretsManager,

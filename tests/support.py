@@ -91,7 +91,7 @@ class StoppableServer:
     """An embedded PostgreSQL a test owns, so it can be stopped and started like a real outage."""
 
     def __init__(self, pgdata: Path) -> None:
-        from experiments.localdb import embedded_server
+        from devkit.localdb import embedded_server
 
         self.pgdata = pgdata
         self.url = embedded_server(pgdata, delete_on_exit=True).get_uri()

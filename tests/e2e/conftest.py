@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,56 +22,16 @@ from urllib.request import Request, urlopen
 
 import pytest
 
+from devkit.processes import ChildServer, start_server
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO_ROOT / "scripts"
 K6 = Path(sys.executable).parent / "k6"
-READY_TIMEOUT_S = 60.0
 
 
 @dataclass
-class Process:
-    """A server started by a test: its URL (from the ready line), its log and how to stop it."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-@dataclass
-class LocalApi(Process):
+class LocalApi(ChildServer):
     api_key: str = ""
-
-
-def start_process(argv: Sequence[str], log: Path, ready_prefix: str, env: dict[str, str]) -> Process:
-    """Start a server and wait for the line `<ready_prefix> http://host:port ...` in its output."""
-    out = log.open("wb")
-    process = subprocess.Popen(list(argv), cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    out.close()
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        for line in log.read_text(errors="replace").splitlines():
-            if line.startswith(ready_prefix):
-                match = re.search(r"(http://\S+)", line)
-                assert match, line
-                return Process(process, match.group(1), log)
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-    process.kill()
-    process.wait()
-    raise RuntimeError(f"{argv[1]} did not become ready; its output:\n{log.read_text(errors='replace')}")
 
 
 def start_local_api(database_url: str, log: Path, *args: str) -> LocalApi:
@@ -81,8 +39,8 @@ def start_local_api(database_url: str, log: Path, *args: str) -> LocalApi:
     api_key = secrets.token_urlsafe(16)
     env = os.environ | {"DATABASE_URL": database_url, "EXPERIMENTS_API_KEY": api_key, "PYTHONUNBUFFERED": "1"}
     argv = [sys.executable, str(SCRIPTS / "local_api.py"), "--port", "0", "--access-log", *args]
-    started = start_process(argv, log, "Local API on", env)
-    return LocalApi(started.process, started.url, started.log, api_key)
+    started = start_server(argv, log, "Local API on", env)
+    return LocalApi(started.process, started.url, started.ready_line, started.log, api_key)
 
 
 @pytest.fixture(scope="session")
@@ -94,11 +52,11 @@ def local_api(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 @pytest.fixture(scope="session")
-def product_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+def product_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChildServer]:
     """The demo product service without cache and with a small delay: quick to load-test for a few seconds."""
     log = tmp_path_factory.mktemp("product_service") / "product_service.log"
     argv = [sys.executable, str(SCRIPTS / "product_service.py"), "--port", "0", "--delay-ms", "2", "--jitter-ms", "1"]
-    service = start_process(argv, log, "Product service on", os.environ | {"PYTHONUNBUFFERED": "1"})
+    service = start_server(argv, log, "Product service on", os.environ | {"PYTHONUNBUFFERED": "1"})
     yield service
     service.stop()
 
@@ -111,7 +69,7 @@ def _run_k6(script: Path, summary: Path, env: dict[str, str], timeout: float = 9
 
 
 @pytest.fixture(scope="session")
-def k6_summary(product_service: Process, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def k6_summary(product_service: ChildServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real `--summary-export` file: k6/product_read_test.js for 3 s at 5 VUs against the product service."""
     summary = tmp_path_factory.mktemp("k6") / "results_baseline.json"
     env = {"BASE_URL": product_service.url, "PRODUCT_ID": "123", "VUS": "5", "DURATION": "3s"}

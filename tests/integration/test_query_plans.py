@@ -8,7 +8,7 @@ from datetime import datetime
 import psycopg
 import pytest
 
-from experiments.localdb import scratch_database
+from devkit.localdb import scratch_database
 from experiments.query import RECENT_RUNS, ListFilters, encode_cursor, list_query
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from experiments.localdb import scratch_database
+from devkit.localdb import scratch_database
 from experiments.migrations import apply_migrations
 
 pytestmark = pytest.mark.integration

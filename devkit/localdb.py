@@ -17,7 +17,7 @@ from psycopg.conninfo import make_conninfo
 
 from experiments.migrations import apply_migrations
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3] / ".local" / "pgdata"
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / ".local" / "pgdata"
 
 
 def embedded_server(data_dir: Path, *, delete_on_exit: bool = False):  # -> pgserver.PostgresServer
