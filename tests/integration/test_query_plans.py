@@ -11,7 +11,7 @@ import pytest
 
 from devkit.localdb import scratch_database
 from experiments.query import DIRECTIONS, RECENT_RUNS, ListFilters, encode_cursor, list_query
-from experiments.series import METRIC_KEYS, SERIES_COUNTS, SERIES_VALUES
+from experiments.series import METRIC_KEYS, SERIES_COUNTS, SERIES_POINTS
 
 pytestmark = pytest.mark.integration
 
@@ -63,8 +63,8 @@ READ_MODEL_CASES = {
         "metric_counts",
     ),
     "series values": (
-        SERIES_VALUES,
-        {"name": "exp_7", "metrics": ["metric_7", "metric_7"], "variants": ["variant_2", "variant_3"]},
+        SERIES_POINTS,
+        {"name": "exp_7", "metrics": ["metric_7", "metric_7"], "variants": ["variant_2", "variant_3"], "points": 600},
         "run_values_series_idx",
     ),
     "metric keys": (METRIC_KEYS, {"name": "exp_7", "limit": 5001}, "metric_counts"),

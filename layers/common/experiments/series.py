@@ -13,18 +13,13 @@ flat stretch costs two points per bucket. The response stays under Lambda's 6 MB
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from decimal import Decimal
-from typing import TypeVar
 
 import psycopg
 
 from experiments.k6summary import HIGHER, direction
 from experiments.limits import MAX_LISTED_METRICS, MAX_SERIES, MAX_SERIES_TOTAL_POINTS, MAX_VARIANT_LENGTH
 from experiments.models import MetricInfo, MetricList, MetricSeries, SeriesPoint, SeriesReport
-from experiments.query import NotFound, iso_utc, latest_directions
-
-P = TypeVar("P", bound=tuple)
+from experiments.query import NotFound, latest_directions
 
 # The (metric, variant) series asked for, with their run counts; variants longer than the API accepts
 # (possible only for rows written past the API) are left out, so every name in the answer is bounded.
@@ -35,16 +30,32 @@ WHERE name = %(name)s AND metric = ANY(%(metrics)s)
   AND length(variant) <= %(max_variant_length)s
 """
 
-# Each series' values oldest first, by one backward range scan of the read model's index per series.
-SERIES_VALUES = """
-SELECT s.n, v.created_at, v.value
-FROM unnest(%(metrics)s::text[], %(variants)s::text[]) WITH ORDINALITY AS s(metric, variant, n)
-CROSS JOIN LATERAL (
-    SELECT r.created_at, r.value, r.id FROM ingest.run_values AS r
-    WHERE r.name = %(name)s AND r.metric = s.metric AND r.variant = s.variant
-    ORDER BY r.created_at, r.id
-) AS v
-ORDER BY s.n, v.created_at, v.id
+# Each series oldest first, downsampled in the database so only the points kept travel: one backward range
+# scan of the read model's index per series, numbered; past its limit a series is cut into limit / 2 buckets of
+# consecutive runs and each bucket keeps its lowest and highest run (the earliest of equals).
+SERIES_POINTS = """
+WITH numbered AS (
+    SELECT s.n, v.created_at, v.value, v.id, v.i, v.total
+    FROM unnest(%(metrics)s::text[], %(variants)s::text[]) WITH ORDINALITY AS s(metric, variant, n)
+    CROSS JOIN LATERAL (
+        SELECT r.created_at, r.value, r.id, row_number() OVER w - 1 AS i, count(*) OVER () AS total
+        FROM ingest.run_values AS r
+        WHERE r.name = %(name)s AND r.metric = s.metric AND r.variant = s.variant
+        WINDOW w AS (ORDER BY r.created_at, r.id)
+    ) AS v
+), bucketed AS (
+    SELECT n, created_at, value, id, total, total > %(points)s AS downsampled,
+           CASE WHEN total > %(points)s THEN i * (%(points)s / 2) / total ELSE i END AS bucket
+    FROM numbered
+), ranked AS (
+    SELECT *, row_number() OVER (PARTITION BY n, bucket ORDER BY value, created_at, id) AS low,
+              row_number() OVER (PARTITION BY n, bucket ORDER BY value DESC, created_at, id) AS high
+    FROM bucketed
+)
+SELECT n, to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), value::float8, total, downsampled
+FROM ranked
+WHERE NOT downsampled OR low = 1 OR high = 1
+ORDER BY n, created_at, id
 """
 
 METRIC_KEYS = """
@@ -54,22 +65,6 @@ SELECT DISTINCT metric FROM ingest.metric_counts WHERE name = %(name)s ORDER BY 
 
 class TooManySeries(ValueError):
     """The metrics and variants asked for make more series than one response may hold."""
-
-
-def downsample(points: Sequence[P], limit: int) -> list[P]:
-    """At most `limit` (>= 2) of `points` ((time, value, ...) tuples, oldest first): each of `limit // 2`
-    buckets of consecutive points keeps its lowest and highest point, in time order."""
-    count = len(points)
-    if count <= limit:
-        return list(points)
-    buckets = limit // 2
-    kept: list[P] = []
-    for bucket in range(buckets):
-        indexes = range(bucket * count // buckets, (bucket + 1) * count // buckets)
-        low = min(indexes, key=lambda i: points[i][1])
-        high = max(indexes, key=lambda i: points[i][1])
-        kept.extend(points[i] for i in sorted({low, high}))
-    return kept
 
 
 def metric_series(
@@ -99,23 +94,22 @@ def metric_series(
         )
     per_series = min(points, MAX_SERIES_TOTAL_POINTS // len(found))
 
-    values: list[list[tuple[datetime, Decimal]]] = [[] for _ in found]
-    lists = {"name": name, "metrics": [row[0] for row in found], "variants": [row[1] for row in found]}
-    for position, created_at, value in connection.execute(SERIES_VALUES, lists):
-        values[position - 1].append((created_at, value))
-
-    series = []
-    for (metric, variant, runs), rows in zip(found, values, strict=True):
-        kept = downsample(rows, per_series)
-        series.append(
-            MetricSeries(
-                variant=variant,
-                metric=metric,
-                totalRuns=runs,
-                downsampled=len(kept) < len(rows),
-                points=[SeriesPoint(createdAt=iso_utc(at), value=float(value)) for at, value in kept],
-            )
-        )
+    kept: list[list[SeriesPoint]] = [[] for _ in found]
+    runs = [row[2] for row in found]
+    downsampled = [False for _ in found]
+    lists = {
+        "name": name,
+        "metrics": [row[0] for row in found],
+        "variants": [row[1] for row in found],
+        "points": per_series,
+    }
+    for position, created_at, value, total, cut in connection.execute(SERIES_POINTS, lists):
+        kept[position - 1].append(SeriesPoint(createdAt=created_at, value=value))
+        runs[position - 1], downsampled[position - 1] = total, cut
+    series = [
+        MetricSeries(variant=variant, metric=metric, totalRuns=total, downsampled=cut, points=points_)
+        for (metric, variant, _), total, cut, points_ in zip(found, runs, downsampled, kept, strict=True)
+    ]
     return SeriesReport(name=name, series=series)
 
 
