@@ -78,7 +78,7 @@ def test_migrating_a_prisma_database_changes_nothing_of_prismas(new_database: Ca
         )
     before = catalog(url)
 
-    assert apply_migrations(url) == ["0001_experiments"]
+    assert apply_migrations(url) == ["0001_experiments", "0003_runs_read_model"]
     assert catalog(url) == before
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT id FROM experiments").fetchall() == [("prisma-row",)]
@@ -86,7 +86,10 @@ def test_migrating_a_prisma_database_changes_nothing_of_prismas(new_database: Ca
 
 def test_migrations_apply_once(new_database: Callable[[], str]) -> None:
     url = new_database()
-    assert apply_migrations(url) == ["0001_experiments"]
+    assert apply_migrations(url) == ["0001_experiments", "0003_runs_read_model"]
     assert apply_migrations(url) == []
     with psycopg.connect(url) as conn:
-        assert conn.execute("SELECT version FROM ingest.schema_migrations").fetchall() == [("0001_experiments",)]
+        assert conn.execute("SELECT version FROM ingest.schema_migrations").fetchall() == [
+            ("0001_experiments",),
+            ("0003_runs_read_model",),
+        ]

@@ -290,3 +290,34 @@ class ComparisonReport(BaseModel):
     runs: int
     thresholdPct: float
     metrics: list[MetricComparison]
+
+
+class SeriesPoint(BaseModel):
+    createdAt: str = Field(description="UTC, ISO 8601 with milliseconds")
+    value: float
+
+
+class MetricSeries(BaseModel):
+    """One metric of one variant over time, oldest first."""
+
+    variant: str
+    metric: str
+    totalRuns: int = Field(description="All runs of this metric stored for the variant")
+    downsampled: bool = Field(description="True when `points` keeps only each bucket's lowest and highest run")
+    points: list[SeriesPoint]
+
+
+class SeriesReport(BaseModel):
+    name: str
+    series: list[MetricSeries]
+
+
+class MetricInfo(BaseModel):
+    metric: str
+    higherIsBetter: bool | None = Field(description="null when neither direction is known")
+
+
+class MetricList(BaseModel):
+    name: str
+    metrics: list[MetricInfo] = Field(description="The experiment's metric keys, sorted")
+    truncated: bool = Field(default=False, description="True when more keys are stored than listed")
