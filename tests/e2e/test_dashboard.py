@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 import pytest
@@ -265,6 +266,9 @@ def test_custom_metric_is_charted_and_endpoints_are_compared(tab: Tab, experimen
     pixels = wait_until_drawn(page, CUSTOM)
     assert sorted(pixels) == sorted(VARIANTS) and all(count >= 30 for count in pixels.values()), pixels
     assert f"metric={CUSTOM.replace(':', '%3A')}" in page.url  # the choice is in the shareable URL
+    # Charts read only the metrics they draw: the first read the three defaults, the new chart its own key.
+    series_reads = [parse_qs(urlsplit(url).query) for url in tab.requests if "/experiments/series?" in url]
+    assert [read["metric"] for read in series_reads] == [CHART_METRICS, [CUSTOM]]
     found = verdicts(page)
     assert found[CUSTOM, "cached"] == "better"  # a hit rate: higher is better, by its name
 
