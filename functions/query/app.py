@@ -1,9 +1,10 @@
-"""GET /experiments (rows, filtered and paged) and GET /experiments/compare (variants against a baseline).
+"""GET /experiments (rows, filtered and paged), GET /experiments/compare (variants against a baseline) and
+GET /experiments/changes (the change points `make regressions` stored for an experiment).
 
 GET /dashboard serves the static page functions/query/dashboard.html (built from dashboard/index.html by
 scripts/build_dashboard.py); it needs no key, the page asks for one and sends it to the two routes above.
 
-Routes only; SQL and statistics live in `experiments.query` and `experiments.stats`.
+Routes only; SQL and statistics live in `experiments.query`, `experiments.stats` and `experiments.changes`.
 """
 
 from pathlib import Path
@@ -16,11 +17,12 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import AfterValidator
 
+from experiments.changes import stored_changes
 from experiments.config import METRICS_NAMESPACE, SERVICE_NAME
 from experiments.db import Database
 from experiments.http import error_responses, register_error_handlers, static_page
 from experiments.limits import MAX_COMPARE_RUNS, MAX_THRESHOLD_PCT
-from experiments.models import ComparisonReport, ExperimentPage, ReportDate, storable_text
+from experiments.models import ChangesReport, ComparisonReport, ExperimentPage, ReportDate, storable_text
 from experiments.query import ListFilters, NotFound, compare_variants, list_experiments
 
 logger = Logger(service=SERVICE_NAME)
@@ -71,6 +73,18 @@ def get_comparison(
     if not report.metrics:
         raise NotFound(f"no experiment named {name!r}")
     return report
+
+
+@app.get(
+    "/experiments/changes",
+    summary="Change points in each variant's metrics over time (Apache Otava, stored by make regressions)",
+    responses={200: {"description": "The stored change points, oldest first"}, **error_responses(404, 422, 503)},
+)
+@tracer.capture_method
+def get_changes(
+    name: Annotated[str, Query(min_length=1, max_length=200), AfterValidator(storable_text)],
+) -> ChangesReport:
+    return database.run(lambda conn: stored_changes(conn, name))
 
 
 @app.get("/dashboard", include_in_schema=False)
