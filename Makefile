@@ -190,3 +190,6 @@ regressions: $(OTAVA_STAMP) ## Change points in NAME's history (Otava): print, s
 
 regressions-demo: $(OTAVA_STAMP) ## Plant a 15% regression in a generated nightly history (scratch database) and find it
 	$(OTAVA_VENV)/bin/python scripts/regressions.py --demo
+
+# tests/changepoints runs scripts/regressions.py in .venv-otava (real Otava).
+test: $(OTAVA_STAMP)
