@@ -6,13 +6,13 @@ Runs in `.venv-otava` (the Makefile creates it): Otava is too heavy for `.venv` 
     python scripts/regressions.py --demo      # plant a 15 % regression in a generated nightly history, find it
 
 Reads every (variant, metric) series of NAME (through `experiments.history.read_history`) from DATABASE_URL,
-else the embedded PostgreSQL; runs Otava's change-point detection (the Hunter variant of E-Divisive: split with
-sliding windows, merge by Student's t-test at `--max-pvalue`) on each; prints every change point (when, metric,
-variant, mean before -> after, change %, p-value, better/worse/changed by the metric's direction); replaces the
-experiment's stored change points (`ingest.change_points`, served by GET /experiments/changes) in one
-transaction; appends a Markdown table to $GITHUB_STEP_SUMMARY when set; notifies Slack through Otava's own
-notifier when SLACK_WEBHOOK_URL, or SLACK_BOT_TOKEN with --slack-channel / SLACK_CHANNEL, is set and a change
-starts within the last RECENT runs.
+else the embedded PostgreSQL (migrated first); runs Otava's change-point detection (the Hunter variant of
+E-Divisive: split with sliding windows, merge by Student's t-test at `--max-pvalue`) on each; prints every
+change point (when, metric, variant, mean before -> after, change %, p-value, better/worse/changed by the
+metric's direction); replaces the experiment's stored change points (`ingest.change_points`, served by
+GET /experiments/changes) in one transaction; appends a Markdown table to $GITHUB_STEP_SUMMARY when set;
+notifies Slack through Otava's own notifier when SLACK_WEBHOOK_URL, or SLACK_BOT_TOKEN with --slack-channel /
+SLACK_CHANNEL, is set and a change starts within the last RECENT runs.
 
 Exit codes: 0 no change made a metric worse within the last RECENT runs of its series; 1 usage error or nothing
 stored under NAME; 3 database unreachable; 4 a change made a metric worse within the last RECENT runs.
@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC
@@ -45,6 +46,7 @@ from devkit.nightly import nightly_values, store_nightly
 from experiments.changes import Change, make_change, replace_changes, worse_within
 from experiments.history import History, read_history
 from experiments.k6summary import HIGHER, direction
+from experiments.migrations import apply_migrations
 from experiments.models import ChangePointOut
 
 EXIT_OK, EXIT_USAGE, EXIT_DATABASE, EXIT_WORSE = 0, 1, 3, 4
@@ -331,12 +333,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING)
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")  # pgserver's, on machines without one
     settings = Settings.from_args(args)
     try:
         if args.demo:
             return demo(settings)
-        with psycopg.connect(database_url(), autocommit=True, connect_timeout=10) as connection:
+        url = database_url()
+        if not os.environ.get("DATABASE_URL"):
+            apply_migrations(url)  # the embedded database is ours to migrate; a shared one is migrated by its deploy
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as connection:
             return run(connection, settings)[0]
+    except psycopg.errors.UndefinedTable as error:
+        print(f"{error}: apply the migrations first (`make migrate`, or deploy the stack)", file=sys.stderr)
+        return EXIT_USAGE
     except psycopg.OperationalError as error:
         print(f"database unreachable: {error}", file=sys.stderr)
         return EXIT_DATABASE
