@@ -277,6 +277,9 @@ class VariantSummary(BaseModel):
 
 class MetricComparison(BaseModel):
     metric: str
+    k6Metric: str = Field(description="The k6 metric the key reads back to (the key itself for other keys)")
+    tags: dict[str, str] = Field(description='The key\'s tags, e.g. {"name": "GET /products/:id"}')
+    stat: str | None = Field(description="The key's stat (`p(95)`, `rate`, ...); null for keys of no convention")
     higherIsBetter: bool | None = Field(description="null when neither direction is known (verdict `changed`)")
     variants: list[VariantSummary]
 
