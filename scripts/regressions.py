@@ -47,7 +47,6 @@ from experiments.changes import Change, make_change, replace_changes, worse_with
 from experiments.history import History, read_history
 from experiments.k6summary import HIGHER, direction
 from experiments.migrations import apply_migrations
-from experiments.models import ChangePointOut
 
 EXIT_OK, EXIT_USAGE, EXIT_DATABASE, EXIT_WORSE = 0, 1, 3, 4
 STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
@@ -152,18 +151,7 @@ def analyse(history: History, settings: Settings) -> Analysis:
 
 def wire(change: Change) -> dict:
     """A change in the API's shape (GET /experiments/changes), plus the series length."""
-    out = ChangePointOut(
-        variant=change.variant,
-        metric=change.metric,
-        createdAt=change.created_at.isoformat(timespec="milliseconds") + "Z",
-        runIndex=change.run_index,
-        before=change.before,
-        after=change.after,
-        changePct=change.change_pct,
-        pValue=change.p_value,
-        verdict=change.verdict,
-    )
-    return {**out.model_dump(), "runs": change.runs}
+    return {**change.out().model_dump(), "runs": change.runs}
 
 
 def _pct(change: Change) -> str:

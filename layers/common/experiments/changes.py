@@ -32,8 +32,9 @@ INSERT INTO ingest.change_points
     (name, variant, metric, run_index, created_at, runs, mean_before, mean_after, change_pct, p_value, verdict)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 """
+# The columns in the order of Change's fields.
 STORED = """
-SELECT variant, metric, created_at, run_index, mean_before, mean_after, change_pct, p_value, verdict
+SELECT variant, metric, run_index, created_at, runs, mean_before, mean_after, change_pct, p_value, verdict
 FROM ingest.change_points
 WHERE name = %(name)s
 ORDER BY created_at, variant, metric
@@ -59,6 +60,20 @@ class Change:
     def within_last(self, recent: int) -> bool:
         """Whether the first run at the new level is one of the series' last `recent` runs."""
         return self.run_index >= self.runs - recent
+
+    def out(self) -> ChangePointOut:
+        """The change as GET /experiments/changes serves it."""
+        return ChangePointOut(
+            variant=self.variant,
+            metric=self.metric,
+            createdAt=self.created_at.isoformat(timespec="milliseconds") + "Z",
+            runIndex=self.run_index,
+            before=self.before,
+            after=self.after,
+            changePct=self.change_pct,
+            pValue=self.p_value,
+            verdict=self.verdict,
+        )
 
 
 def make_change(
@@ -121,20 +136,4 @@ def stored_changes(connection: psycopg.Connection, name: str) -> ChangesReport:
     rows = connection.execute(STORED, {"name": name}).fetchall()
     if not rows and not connection.execute(EXPERIMENT_EXISTS, {"name": name}).fetchone()[0]:
         raise NotFound(f"no experiment named {name!r}")
-    return ChangesReport(
-        name=name,
-        changes=[
-            ChangePointOut(
-                variant=variant,
-                metric=metric,
-                createdAt=created_at.isoformat(timespec="milliseconds") + "Z",
-                runIndex=run_index,
-                before=before,
-                after=after,
-                changePct=change_pct,
-                pValue=p_value,
-                verdict=verdict,
-            )
-            for variant, metric, created_at, run_index, before, after, change_pct, p_value, verdict in rows
-        ],
-    )
+    return ChangesReport(name=name, changes=[Change(*row).out() for row in rows])
