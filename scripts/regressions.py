@@ -292,7 +292,8 @@ def demo(settings: Settings) -> int:
         c.metric == "p95_ms" and abs(c.run_index - step_at) <= 1 and c.verdict == "worse" for c in analysis.changes
     )
     outcome = "fails" if code == EXIT_WORSE else "passes"
-    print(f"\n`make regressions` exits {code} on this history: the nightly job {outcome}.")
+    make = f" (make: Error {code})" if code else ""
+    print(f"\nregressions.py exits {code} on this history{make}: the nightly job {outcome}.")
     print("planted regression found" if found and code == EXIT_WORSE else "planted regression NOT found")
     return EXIT_OK if found and code == EXIT_WORSE else EXIT_USAGE
 

@@ -202,5 +202,5 @@ def test_an_unknown_experiment_exits_1_and_stores_nothing(
 def test_the_demo_plants_a_regression_and_finds_it(regressions: Callable[..., Run]) -> None:
     run = regressions("--demo")
     assert run.code == 0, run.stdout + run.stderr
-    assert "exits 4 on this history: the nightly job fails" in run.stdout
+    assert "exits 4 on this history (make: Error 4): the nightly job fails" in run.stdout
     assert "planted regression found" in run.stdout
