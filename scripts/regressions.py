@@ -265,7 +265,10 @@ def run(connection: psycopg.Connection, settings: Settings) -> tuple[int, Analys
     else:
         print(render_text(analysis, settings))
     append_step_summary(analysis, settings)
-    sent = notify_slack(analysis, settings)
+    try:
+        sent = notify_slack(analysis, settings)
+    except Exception as error:  # a failed notification must not hide the verdict: warn, keep the exit code
+        sent = f"Slack notification failed: {error}"
     if sent:
         print(sent, file=sys.stderr)
     return (EXIT_WORSE if analysis.worse else EXIT_OK), analysis

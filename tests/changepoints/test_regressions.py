@@ -148,10 +148,11 @@ class SlackWebhook(BaseHTTPRequestHandler):
     """An incoming webhook on 127.0.0.1 that keeps what it was sent."""
 
     received: ClassVar[list[dict[str, Any]]] = []
+    status: ClassVar[int] = 200
 
     def do_POST(self) -> None:
         self.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(200)
+        self.send_response(self.status)
         self.end_headers()
         self.wfile.write(b"ok")
 
@@ -161,7 +162,7 @@ class SlackWebhook(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def slack_webhook() -> Iterator[str]:
-    SlackWebhook.received = []
+    SlackWebhook.received, SlackWebhook.status = [], 200
     server = ThreadingHTTPServer(("127.0.0.1", 0), SlackWebhook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}/services/T000/B000/XXXX"
@@ -180,6 +181,19 @@ def test_slack_gets_otavas_message_when_a_webhook_is_set(
     [message] = SlackWebhook.received
     text = json.dumps(message["blocks"])
     assert "Otava has detected change points" in text and "p95_ms" in text and ":red_circle:" in text
+
+
+def test_a_failing_slack_webhook_does_not_hide_the_regression(
+    history_db: psycopg.Connection, regressions: Callable[..., Run], slack_webhook: str
+) -> None:
+    values = nightly_values(100.0, RUNS, step_at=RUNS - 3, step_pct=15, noise_pct=3, seed=3)
+    store_nightly(history_db, "slack-down", "main", {"p95_ms": values})
+    SlackWebhook.status = 500
+
+    run = regressions("slack-down", env={"SLACK_WEBHOOK_URL": slack_webhook})
+
+    assert run.code == 4 and "Slack notification failed" in run.stderr
+    assert history_db.execute("SELECT count(*) FROM ingest.change_points").fetchone()[0] == 1
 
 
 def test_no_slack_message_without_a_recent_change(
