@@ -1,10 +1,11 @@
-"""GET /experiments (rows, filtered and paged) and GET /experiments/compare (variants against a baseline);
-GET /experiments/series (metrics over time, for charts) and GET /experiments/metrics (an experiment's keys).
+"""GET /experiments (rows, filtered and paged), GET /experiments/compare (variants against a baseline),
+GET /experiments/series (metrics over time, for charts), GET /experiments/metrics (an experiment's keys) and
+GET /experiments/changes (the change points `make regressions` stored for an experiment).
 
 GET /dashboard serves the static page functions/query/dashboard.html (built from dashboard/index.html by
 scripts/build_dashboard.py); it needs no key, the page asks for one and sends it to the two routes above.
 
-Routes only; SQL and statistics live in `experiments.query` and `experiments.stats`.
+Routes only; SQL and statistics live in `experiments.query`, `experiments.stats` and `experiments.changes`.
 """
 
 from pathlib import Path
@@ -17,6 +18,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import AfterValidator, StringConstraints
 
+from experiments.changes import stored_changes
 from experiments.config import METRICS_NAMESPACE, SERVICE_NAME
 from experiments.db import Database
 from experiments.http import error_responses, register_error_handlers, static_page
@@ -30,7 +32,15 @@ from experiments.limits import (
     MAX_THRESHOLD_PCT,
     MAX_VARIANT_LENGTH,
 )
-from experiments.models import ComparisonReport, ExperimentPage, MetricList, ReportDate, SeriesReport, storable_text
+from experiments.models import (
+    ChangesReport,
+    ComparisonReport,
+    ExperimentPage,
+    MetricList,
+    ReportDate,
+    SeriesReport,
+    storable_text,
+)
 from experiments.query import ListFilters, NotFound, compare_variants, list_experiments
 from experiments.series import experiment_metrics, metric_series
 
@@ -121,6 +131,18 @@ def get_series(
 @tracer.capture_method
 def get_metrics(name: Name) -> MetricList:
     return database.run(lambda conn: experiment_metrics(conn, name))
+
+
+@app.get(
+    "/experiments/changes",
+    summary="Change points in each variant's metrics over time (Apache Otava, stored by make regressions)",
+    responses={200: {"description": "The stored change points, oldest first"}, **error_responses(404, 422, 503)},
+)
+@tracer.capture_method
+def get_changes(
+    name: Annotated[str, Query(min_length=1, max_length=200), AfterValidator(storable_text)],
+) -> ChangesReport:
+    return database.run(lambda conn: stored_changes(conn, name))
 
 
 @app.get("/dashboard", include_in_schema=False)
