@@ -39,7 +39,7 @@ FROM ingest.change_points
 WHERE name = %(name)s
 ORDER BY created_at, variant, metric
 """
-EXPERIMENT_EXISTS = "SELECT EXISTS (SELECT 1 FROM experiments WHERE name = %(name)s)"
+EXPERIMENT_EXISTS = "SELECT EXISTS (SELECT 1 FROM ingest.metric_counts WHERE name = %(name)s)"  # the read model
 
 
 @dataclass(frozen=True)
