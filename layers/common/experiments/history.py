@@ -1,8 +1,8 @@
 """An experiment's history: every run of each (variant, metric), oldest first, and the directions its runs declared.
 
-`read_history` is the one place that knows where runs are read from (today the `experiments` table; a read model
-can take its place without its callers noticing). Change-point detection (`scripts/regressions.py`) reads through
-it.
+`read_history` is the one place that knows where runs are read from: the read model in schema `ingest`
+(db/migrations/0003_runs_read_model.sql), the same one compare reads. Change-point detection
+(`scripts/regressions.py`) reads through it.
 """
 
 from __future__ import annotations
@@ -14,15 +14,17 @@ from typing import Any
 
 import psycopg
 
-# One row per run of each series (a report writes one row per metric, all with the report's "createdAt" and
-# metadata). Oldest first; the id orders rows of equal time the same way on every read.
+from experiments.query import latest_directions
+
+# One row per run of each series (a report writes one row per metric, all with the report's "createdAt").
+# Oldest first; the id orders rows of equal time the same way on every read.
 HISTORY = """
-SELECT variant, metric, "createdAt", value, metadata->'directions'
-FROM experiments
+SELECT variant, metric, created_at, value
+FROM ingest.run_values
 WHERE name = %(name)s
   AND (%(variant)s::text IS NULL OR variant = %(variant)s)
   AND (%(metric)s::text IS NULL OR metric = %(metric)s)
-ORDER BY variant, metric, "createdAt", id
+ORDER BY variant, metric, created_at, id
 """
 
 
@@ -50,15 +52,12 @@ def read_history(
 ) -> History:
     """Every series of experiment `name` (optionally one variant and/or one metric), sorted by variant and metric."""
     series: dict[tuple[str, str], Series] = {}
-    directions: dict[str, list[str]] = {}
-    latest_with_directions: datetime | None = None
     params = {"name": name, "variant": variant, "metric": metric}
-    for row_variant, row_metric, created_at, value, globs in connection.execute(HISTORY, params):
+    for row_variant, row_metric, created_at, value in connection.execute(HISTORY, params):
         one = series.setdefault((row_variant, row_metric), Series(row_variant, row_metric))
         one.times.append(created_at)
         one.values.append(float(Decimal(value)))
-        if isinstance(globs, dict) and (latest_with_directions is None or created_at >= latest_with_directions):
-            latest_with_directions, directions = created_at, _globs(globs)
+    directions = _globs(latest_directions(connection, name)) if series else {}
     return History(name=name, series=list(series.values()), directions=directions)
 
 
