@@ -7,7 +7,8 @@ and compare ratios, which survive a noisy one far better than absolute times do.
 
 Each benchmark is a module here with `run(**options) -> dict` and `table(result) -> str`, listed in BENCHMARKS
 with its options: 1 `ingest_path` (warm path vs the floor), 2 `cold_start`, 3 `ingest_throughput` (k6 through
-the local API). A benchmark whose module is missing is skipped; one that fails is reported and the rest run.
+the local API), 4 `ndjson_reader` (the reporter on a 1 GB `--out json` file and its .gz vs json.loads).
+A benchmark whose module is missing is skipped; one that fails is reported and the rest run.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ BENCHMARKS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     ),
     "cold_start": ("cold_start", {"repeat": 30, "warmup": 3}, {"repeat": 6, "warmup": 1}),
     "throughput": ("ingest_throughput", {"vus": (20, 50), "duration": "15s"}, {"vus": (20,), "duration": "5s"}),
+    "ndjson": ("ndjson_reader", {"size_mb": 1024}, {"size_mb": 32}),
 }
 
 

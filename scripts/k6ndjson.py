@@ -32,6 +32,7 @@ import operator
 import os
 import re
 import sys
+import zlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -97,25 +98,43 @@ class _Metric:
     submetrics: list[dict[str, str]]
     combos: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
-    def add(self, tags: dict[str, Any], value: float, seq: int) -> None:
+    def __post_init__(self) -> None:
+        adders = {
+            k6summary.TREND: self._add_trend,
+            k6summary.RATE: self._add_rate,
+            k6summary.COUNTER: self._add_counter,
+            k6summary.GAUGE: self._add_gauge,
+        }
+        self.add: Callable[[dict[str, Any], float, int], None] = adders[self.kind]
+
+    def _add_trend(self, tags: dict[str, Any], value: float, seq: int) -> None:
         combo = tuple(map(tags.get, self.tag_names))
         acc = self.combos.get(combo)
-        kind = self.kind
-        if kind == k6summary.TREND:
-            if acc is None:
-                acc = self.combos[combo] = array("d")
-            acc.append(value)
-        elif kind == k6summary.RATE:
-            if acc is None:
-                acc = self.combos[combo] = [0, 0]
-            acc[0] += value != 0
-            acc[1] += 1
-        elif kind == k6summary.COUNTER:
-            if acc is None:
-                self.combos[combo] = [value]
-            else:
-                acc[0] += value
-        elif acc is None:  # gauge: [last value, its sequence number, min, max]
+        if acc is None:
+            acc = self.combos[combo] = array("d")
+        acc.append(value)
+
+    def _add_rate(self, tags: dict[str, Any], value: float, seq: int) -> None:
+        combo = tuple(map(tags.get, self.tag_names))
+        acc = self.combos.get(combo)
+        if acc is None:
+            acc = self.combos[combo] = [0, 0]
+        acc[0] += value != 0
+        acc[1] += 1
+
+    def _add_counter(self, tags: dict[str, Any], value: float, seq: int) -> None:
+        combo = tuple(map(tags.get, self.tag_names))
+        acc = self.combos.get(combo)
+        if acc is None:
+            self.combos[combo] = [value]
+        else:
+            acc[0] += value
+
+    def _add_gauge(self, tags: dict[str, Any], value: float, seq: int) -> None:
+        """[last value, its sequence number, min, max]"""
+        combo = tuple(map(tags.get, self.tag_names))
+        acc = self.combos.get(combo)
+        if acc is None:
             self.combos[combo] = [value, seq, value, value]
         else:
             acc[0], acc[1] = value, seq
@@ -232,73 +251,60 @@ def read_lines(handle: Iterable[bytes], selection: Selection, source: str = "<st
     lines = samples = 0
     loads = json.loads
     prefix, prefix_len = _POINT_PREFIX, len(_POINT_PREFIX)
-    iterator = iter(handle)
     line = b""
-    while True:
-        try:
-            line = next(iterator)
-        except StopIteration:
-            break
-        except (EOFError, gzip.BadGzipFile, OSError) as exc:  # gzip cut short: k6 killed mid-write
-            warnings.append(f"{source}: the compressed stream ends early ({exc}); read the {lines} lines before it")
-            break
-        lines += 1
-        if line.startswith(prefix):
-            end = line.find(b'"', prefix_len)
-            name = line[prefix_len:end]
-            if name in metrics:
-                state = metrics[name]
-                if state is None:
+    try:
+        for line in handle:
+            lines += 1
+            if line.startswith(prefix):
+                name = line[prefix_len : line.find(b'"', prefix_len)]
+                if name in metrics:
+                    state = metrics[name]
+                    if state is None:  # a metric not reported: never decoded
+                        continue
+                    try:
+                        data = loads(line)["data"]
+                        state.add(data["tags"] or {}, data["value"], samples)
+                    except (ValueError, KeyError, TypeError):
+                        if not line.endswith(b"\n"):
+                            warnings.append(f"{source}: line {lines} is cut short (k6 stopped mid-write); ignored")
+                            break
+                        raise NdjsonError(f"{source}: line {lines} is not a k6 sample") from None
+                    last_time = data.get("time") or last_time
+                    if first_time is None:
+                        first_time = last_time
+                    samples += 1
                     continue
-                try:
-                    data = loads(line)["data"]
-                    value = data["value"]
-                    tags = data["tags"] or {}
-                except (ValueError, KeyError, TypeError):
-                    if _is_last(line):
-                        warnings.append(f"{source}: line {lines} is cut short (k6 stopped mid-write); ignored")
-                        break
-                    raise NdjsonError(f"{source}: line {lines} is not a k6 sample") from None
-                if first_time is None:
-                    first_time = data.get("time")
-                last_time = data.get("time") or last_time
-                state.add(tags, value, samples)
-                samples += 1
+            if not line.strip():
                 continue
-        if not line.strip():
-            continue
-        try:
-            doc = loads(line)
-        except ValueError:
-            if _is_last(line):
-                warnings.append(f"{source}: line {lines} is cut short (k6 stopped mid-write); ignored")
-                break
-            raise NdjsonError(f"{source}: line {lines} is not JSON: not k6's --out json output") from None
-        kind = doc.get("type") if isinstance(doc, dict) else None
-        if kind == "Metric":
-            _register(doc, metrics, order, selection)
-        elif kind == "Point" and isinstance(doc.get("metric"), str):
-            # a Point in another key order, or of a metric without its Metric line: register, then add
-            name = doc["metric"].encode()
-            if name not in metrics:
-                _register({"data": {"name": doc["metric"], "type": None}}, metrics, order, selection)
-            state = metrics[name]
-            data = doc.get("data") or {}
-            if state is not None and isinstance(data.get("value"), (int, float)):
-                first_time = first_time or data.get("time")
-                last_time = data.get("time") or last_time
-                state.add(data.get("tags") or {}, data["value"], samples)
-                samples += 1
-        elif lines == 1:
-            raise NdjsonError(f"{source}: the first line is not a k6 Metric or Point: not k6's --out json output")
+            try:
+                doc = loads(line)
+            except ValueError:
+                if not line.endswith(b"\n"):
+                    warnings.append(f"{source}: line {lines} is cut short (k6 stopped mid-write); ignored")
+                    break
+                raise NdjsonError(f"{source}: line {lines} is not JSON: not k6's --out json output") from None
+            kind = doc.get("type") if isinstance(doc, dict) else None
+            if kind == "Metric":
+                _register(doc, metrics, order, selection)
+            elif kind == "Point" and isinstance(doc.get("metric"), str):
+                # a Point in another key order, or of a metric without its Metric line: register, then add
+                name = doc["metric"].encode()
+                if name not in metrics:
+                    _register({"data": {"name": doc["metric"], "type": None}}, metrics, order, selection)
+                state = metrics[name]
+                data = doc.get("data") or {}
+                if state is not None and isinstance(data.get("value"), (int, float)):
+                    first_time = first_time or data.get("time")
+                    last_time = data.get("time") or last_time
+                    state.add(data.get("tags") or {}, data["value"], samples)
+                    samples += 1
+            elif lines == 1:
+                raise NdjsonError(f"{source}: the first line is not a k6 Metric or Point: not k6's --out json output")
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # gzip cut short: k6 killed mid-write
+        warnings.append(f"{source}: the compressed stream ends early ({exc}); read the {lines} lines before it")
     if lines and not warnings and not line.endswith(b"\n"):  # cut inside a line of a metric not decoded
         warnings.append(f"{source}: line {lines} is cut short (k6 stopped mid-write); ignored")
     return Reading(_summary(order, first_time, last_time), lines, samples, warnings)
-
-
-def _is_last(line: bytes) -> bool:
-    """A line without its newline is the file's last one."""
-    return not line.endswith(b"\n")
 
 
 def _register(
