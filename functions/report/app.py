@@ -8,7 +8,7 @@ Routes only; the rules live in the `experiments` package (models: validation, st
 """
 
 from http import HTTPStatus
-from typing import Annotated
+from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
@@ -17,14 +17,21 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Que
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import JsonValue, ValidationError
+from pydantic import JsonValue, StringConstraints, ValidationError
 
 from experiments.config import METRICS_NAMESPACE, SERVICE_NAME
 from experiments.db import Database
 from experiments.http import check_body, error_responses, parse_json, register_error_handlers
 from experiments.k6ingest import IngestOptions, report_body
 from experiments.k6summary import SummaryError
-from experiments.limits import MAX_NAME_LENGTH, MAX_VARIANT_LENGTH
+from experiments.limits import (
+    MAX_NAME_LENGTH,
+    MAX_QUERY_GLOB_LENGTH,
+    MAX_QUERY_GLOBS,
+    MAX_QUERY_NOTES_LENGTH,
+    MAX_QUERY_TEXT_LENGTH,
+    MAX_VARIANT_LENGTH,
+)
 from experiments.models import ExperimentReport, ReportStored
 from experiments.store import RequestSource, save_report
 
@@ -66,7 +73,13 @@ def post_report(
     return store(report, idempotency_key, route="report")
 
 
-Globs = Annotated[list[str] | None, Query(description="Repeat for several globs")]
+Glob = Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_GLOB_LENGTH)]
+QueryText = Annotated[str, StringConstraints(max_length=MAX_QUERY_TEXT_LENGTH)]
+
+
+def globs(alias: str, description: str) -> Any:
+    """A repeatable glob query parameter (`?metric=a&metric=b`)."""
+    return Query(alias=alias, max_length=MAX_QUERY_GLOBS, description=description)
 
 
 @app.post(
@@ -89,15 +102,15 @@ def post_k6_summary(
     summary: Annotated[dict[str, JsonValue], Body(description="The k6 summary document, unchanged")],
     name: Annotated[str, Query(min_length=1, max_length=MAX_NAME_LENGTH, description="Experiment name")],
     variant: Annotated[str | None, Query(min_length=1, max_length=MAX_VARIANT_LENGTH)] = None,
-    notes: Annotated[str | None, Query(max_length=10_000)] = None,
-    metric: Globs = None,
-    exclude_metric: Annotated[list[str] | None, Query(alias="exclude-metric")] = None,
-    higher_is_better: Annotated[list[str] | None, Query(alias="higher-is-better")] = None,
-    lower_is_better: Annotated[list[str] | None, Query(alias="lower-is-better")] = None,
-    k6_file: Annotated[str | None, Query(alias="k6File", max_length=1024)] = None,
+    notes: Annotated[str | None, Query(max_length=MAX_QUERY_NOTES_LENGTH)] = None,
+    metric: Annotated[list[Glob] | None, globs("metric", "Also report these (the reporter's --metric)")] = None,
+    exclude_metric: Annotated[list[Glob] | None, globs("exclude-metric", "Do not report these")] = None,
+    higher_is_better: Annotated[list[Glob] | None, globs("higher-is-better", "Your metrics that should go up")] = None,
+    lower_is_better: Annotated[list[Glob] | None, globs("lower-is-better", "Your metrics that should go down")] = None,
+    k6_file: Annotated[QueryText | None, Query(alias="k6File", description="The k6 script's path")] = None,
     git_sha: Annotated[str | None, Query(alias="gitSha", max_length=64)] = None,
-    ci_run_url: Annotated[str | None, Query(alias="ciRunUrl", max_length=1024)] = None,
-    raw_file: Annotated[str | None, Query(alias="rawFile", max_length=1024)] = None,
+    ci_run_url: Annotated[QueryText | None, Query(alias="ciRunUrl")] = None,
+    raw_file: Annotated[QueryText | None, Query(alias="rawFile")] = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Response[ReportStored]:
     check_body(app.current_event)
