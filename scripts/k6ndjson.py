@@ -207,7 +207,7 @@ class Selection:
     def wants(self, metric: str, has_thresholds: bool) -> bool:
         if any(fnmatchcase(metric, glob) for glob in self.exclude):
             return False
-        if metric in ("vus_max",):  # the run's VUs, kept in its metadata
+        if metric == "vus_max":  # the run's VUs, kept in its metadata
             return True
         if has_thresholds or metric not in k6summary.LEFT_OUT_BY_DEFAULT or not self._builtin(metric):
             return True
