@@ -8,9 +8,11 @@ so nothing left over from an earlier run matters.
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -18,9 +20,11 @@ import psycopg
 import pytest
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
+from changepoints.otavahelpers import OTAVA_PYTHON, Run, quiet_environment
 
 from devkit.localdb import embedded_server, scratch_database
 from support import (
+    REPO_ROOT,
     Answer,
     FakeSecretsManager,
     LambdaContext,
@@ -128,3 +132,34 @@ def secrets_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeSecret
     yield FakeSecretsManager
     server.shutdown()
     forget_secrets()
+
+
+# --------------------------------------------------------------------------------------------- Apache Otava
+# Otava never enters .venv (or the Lambda layer): .venv-otava is created through the Makefile when missing, as
+# tests/template does for .venv-sam, and `scripts/regressions.py` runs in it as a subprocess.
+
+
+@pytest.fixture(scope="session")
+def otava_python() -> Path:
+    """.venv-otava's interpreter, the venv created through `make install-otava` when missing."""
+    done = subprocess.run(
+        ["make", "--no-print-directory", "install-otava"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, f"make install-otava failed:\n{done.stdout}\n{done.stderr}"
+    return OTAVA_PYTHON
+
+
+@pytest.fixture
+def regressions(otava_python: Path, database_url: str) -> Callable[..., Run]:
+    """Run `scripts/regressions.py ARGS...` in .venv-otava against the test database."""
+
+    def call(*args: str, env: dict[str, str] | None = None) -> Run:
+        done = subprocess.run(
+            [str(otava_python), str(REPO_ROOT / "scripts" / "regressions.py"), *args],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
+            env={**quiet_environment(), "DATABASE_URL": database_url, **(env or {})},
+        )  # fmt: skip
+        return Run(done.returncode, done.stdout, done.stderr)
+
+    return call

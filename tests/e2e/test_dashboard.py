@@ -12,16 +12,18 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, Route, expect, sync_playwright
 
+from devkit.nightly import nightly_values, store_nightly
 from experiments.models import ExperimentReport
 from experiments.store import save_report
 
@@ -303,6 +305,59 @@ def test_custom_metric_is_charted_and_endpoints_are_compared(tab: Tab, experimen
     expect(page.locator(".chart canvas")).to_have_count(4)
     assert chart(page, CUSTOM).count() == 1
     assert tab.problems == []
+
+
+def colour_pixels(page: Page, metric: str, rgb: tuple[int, int, int]) -> int:
+    """How many canvas pixels of the metric's chart have the colour `rgb`."""
+    return page.evaluate(
+        """([metric, rgb]) => {
+            const box = [...document.querySelectorAll("#charts .chart")].find((b) => b.dataset.metric === metric);
+            const canvas = box.querySelector("canvas");
+            const image = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+            let n = 0;
+            for (let i = 0; i < image.length; i += 4) {
+                const d = Math.abs(image[i] - rgb[0]) + Math.abs(image[i + 1] - rgb[1])
+                    + Math.abs(image[i + 2] - rgb[2]);
+                if (image[i + 3] > 200 && d < 40) n += 1;
+            }
+            return n;
+        }""",
+        [metric, list(rgb)],
+    )
+
+
+def test_a_regression_otava_found_is_marked_on_its_chart_and_listed(
+    tab: Tab, local_api: Any, database_url: str, regressions: Callable[..., Any]
+) -> None:
+    """A nightly history with a 15 % step at night 25, analysed by the real `scripts/regressions.py` (Otava)."""
+    name = f"nightly_{uuid.uuid4().hex[:8]}"
+    p95 = nightly_values(100.0, 40, step_at=25, step_pct=15, noise_pct=3, seed=3)
+    with psycopg.connect(database_url) as conn:
+        store_nightly(conn, name, "nightly", {"p95_ms": p95, "rps": nightly_values(50.0, 40, noise_pct=3, seed=4)})
+    analysed = regressions(name, "--metric", "p95_ms")
+    assert analysed.code == 0, analysed.stdout + analysed.stderr  # the step is older than the last 3 runs
+
+    page = tab.page
+    open_dashboard(tab, f"{local_api.url}/dashboard")
+    show(page, local_api.api_key, name)
+    page.wait_for_selector("#changes tbody tr")
+    expect(page.locator(".chart canvas")).to_have_count(2)  # p95_ms and rps (no p50_ms stored)
+    [row] = page.locator("#changes tbody tr").all()
+    assert (row.get_attribute("data-metric"), row.get_attribute("data-variant")) == ("p95_ms", "nightly")
+    assert row.get_attribute("data-verdict") == "worse"
+    assert re.match(r"2026-01-2[567] ", row.inner_text()), row.inner_text()  # night 25 (+-1) of 2026-01-01 on
+    assert chart(page, "p95_ms").get_attribute("data-changes") == "1"
+    assert chart(page, "rps").get_attribute("data-changes") == "0"
+    worse_red = (0xA4, 0x0E, 0x26)
+    deadline = time.monotonic() + 5
+    while colour_pixels(page, "p95_ms", worse_red) < 50 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-changes.png"), full_page=True)
+    assert colour_pixels(page, "p95_ms", worse_red) >= 50  # the dashed line is drawn
+    assert colour_pixels(page, "rps", worse_red) == 0
+    readback = "Canvas2D: Multiple readback operations"  # Chromium's hint about this test's own pixel reads
+    assert [problem for problem in tab.problems if not problem.startswith(readback)] == []
 
 
 @pytest.mark.parametrize("send", ["leave the field, then Show", "Enter in the key field"])

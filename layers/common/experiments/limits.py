@@ -45,3 +45,11 @@ def column_value(value: float) -> Decimal | None:
         return stored if stored.is_finite() and abs(stored) <= COLUMN_MAX else None
     except (InvalidOperation, ValueError, OverflowError):  # NaN, infinities, numbers too long to quantize
         return None
+
+
+# POST /experiments/k6-summary: the reporter's options travel in the query string, which must stay well within
+# what API Gateway and the local API accept (under 64 KiB even with every character percent-encoded as 4 bytes).
+MAX_QUERY_NOTES_LENGTH = 1000
+MAX_QUERY_TEXT_LENGTH = 256  # k6File, ciRunUrl, rawFile
+MAX_QUERY_GLOBS = 8  # per glob parameter (metric, exclude-metric, higher-is-better, lower-is-better)
+MAX_QUERY_GLOB_LENGTH = 80
