@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
+import socket
 import sys
 import tempfile
+import threading
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import psycopg
@@ -148,33 +150,117 @@ def decode(response: dict[str, Any]) -> Answer:
     return Answer(response["statusCode"], headers, json.loads(body) if body and is_json else body)
 
 
-class FakeSecretsManager(BaseHTTPRequestHandler):
-    """Secrets Manager's JSON protocol at its HTTP edge (boto3 reaches it via AWS_ENDPOINT_URL_SECRETS_MANAGER).
+class StallingProxy:
+    """A TCP proxy to PostgreSQL that can go silent: after `stall()` it keeps every connection open, old and new,
+    and forwards nothing more, like a server or network that stops answering without closing anything.
 
-    Answers GetSecretValue with `secret`, or with a 500 while `failing` is set; records each call's target.
+    `resume()` forwards new connections again; connections that stalled stay silent until `close()`.
+    `target` is `(host, port)`, or `(socket directory, port)` for a Unix-socket server (the embedded one).
     """
 
-    secret: ClassVar[dict[str, object]] = {}
-    failing: ClassVar[bool] = False
-    calls: ClassVar[list[str]] = []
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.stalled = threading.Event()
+        self.closed = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
 
-    def do_POST(self) -> None:
-        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.calls.append(self.headers["X-Amz-Target"])
-        if self.failing:
-            status, answer = 500, {"__type": "InternalServiceError", "message": "try again"}
-        else:
-            secret_string = json.dumps(self.secret)
-            status, answer = (
-                200,
-                {"ARN": request["SecretId"], "Name": "db", "VersionId": "v1", "SecretString": secret_string},
-            )
-        body = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/x-amz-json-1.1")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    def stall(self) -> None:
+        self.stalled.set()
 
-    def log_message(self, *args: object) -> None:
-        pass
+    def resume(self) -> None:
+        self.stalled.clear()
+
+    def close(self) -> None:
+        self.closed.set()
+        for sock in [self._listener, *self._sockets]:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _connect_upstream(self) -> socket.socket:
+        host, port = self.target
+        if host.startswith("/"):
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(f"{host}/.s.PGSQL.{port}")
+            return upstream
+        return socket.create_connection((host, port))
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self._sockets.append(client)
+            if self.stalled.is_set():
+                continue  # accepted, never answered
+            upstream = self._connect_upstream()
+            self._sockets.append(upstream)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                return
+            if self.stalled.is_set():
+                self.closed.wait()  # silent from now on: nothing forwarded, nothing closed
+                return
+            if not data:
+                with contextlib.suppress(OSError):
+                    sink.shutdown(socket.SHUT_WR)
+                return
+            try:
+                sink.sendall(data)
+            except OSError:
+                return
+
+
+class SilentServer:
+    """A TCP server that accepts connections and never answers (a hung AWS endpoint)."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.accepted.append(self._listener.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        for sock in [self._listener, *self.accepted]:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+class SecretsManager:
+    """Moto's Secrets Manager server (a real HTTP endpoint speaking the AWS protocol), for the tests to fill."""
+
+    def __init__(self, endpoint: str) -> None:
+        import boto3
+
+        self.endpoint = endpoint
+        self._client = boto3.client(
+            "secretsmanager",
+            endpoint_url=endpoint,
+            region_name="eu-west-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def create(self, secret: dict[str, Any]) -> str:
+        """Store `secret` as JSON under a fresh name; its ARN."""
+        answer = self._client.create_secret(Name=f"db-{uuid.uuid4().hex[:12]}", SecretString=json.dumps(secret))
+        return answer["ARN"]
+
+    def update(self, arn: str, secret: dict[str, Any]) -> None:
+        self._client.put_secret_value(SecretId=arn, SecretString=json.dumps(secret))

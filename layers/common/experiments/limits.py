@@ -31,3 +31,13 @@ def column_value(value: float) -> Decimal | None:
         return stored if stored.is_finite() and abs(stored) <= COLUMN_MAX else None
     except (InvalidOperation, ValueError, OverflowError):  # NaN, infinities, numbers too long to quantize
         return None
+
+
+# Time: every request answers before the function's 10 s timeout, however the database or AWS fails.
+# The database part of a request (connect, session set-up, the work) ends by this deadline with a 503 +
+# Retry-After; a socket that went silent is shut down by a watchdog (experiments.db) and the connection replaced.
+REQUEST_DEADLINE_S = 8.0
+# Secrets Manager (experiments.config): at most 2 attempts of (1 s connect + 1.5 s read) = 5 s, inside the deadline.
+SECRETS_CONNECT_TIMEOUT_S = 1.0
+SECRETS_READ_TIMEOUT_S = 1.5
+SECRETS_MAX_ATTEMPTS = 2
