@@ -16,6 +16,7 @@ import pytest
 from conftest import private_pgdata
 from psycopg.conninfo import conninfo_to_dict
 
+from experiments.config import ConfigurationError, load_database_settings
 from experiments.db import Database
 from experiments.migrations import apply_migrations
 from experiments.models import ExperimentReport
@@ -245,9 +246,20 @@ def test_without_db_name_nothing_goes_to_the_postgres_database(
 ) -> None:
     use_secret(monkeypatch, secrets_manager.create(secret_for(database_url)), database_url)
     monkeypatch.delenv("DB_NAME")
+    with pytest.raises(ConfigurationError, match="set DB_NAME"):  # was: the server's `postgres` database
+        load_database_settings()
     answer = post(REPORT)
     assert answer.status == 500  # a deployment mistake: logged, alarmed on, not retried
     assert count_rows(db) == 0
+
+
+def test_without_db_host_a_secret_without_host_is_a_configuration_error(
+    secrets_manager, database_url, monkeypatch
+) -> None:
+    use_secret(monkeypatch, secrets_manager.create(secret_for(database_url)), database_url)
+    monkeypatch.delenv("DB_HOST")
+    with pytest.raises(ConfigurationError, match="set DB_HOST"):
+        load_database_settings()
 
 
 def test_secrets_manager_refusing_is_a_503_not_a_500(secrets_manager, report_app, database_url, monkeypatch, post, db):

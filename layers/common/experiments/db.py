@@ -78,15 +78,16 @@ class Database:
         make its whole change with its first statement and may only read after it, and only if that changed
         nothing (as `store.save_report` does); then running it again after a refused statement stores nothing twice.
         """
-        return self._run(work, single_statement, time.monotonic() + self._deadline_s())
+        return self._run(work, single_statement, time.monotonic())
 
     def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
 
-    def _run(self, work: Callable[[psycopg.Connection], T], single_statement: bool, deadline: float) -> T:
-        connection, reused = self._connect(deadline)
+    def _run(self, work: Callable[[psycopg.Connection], T], single_statement: bool, started: float) -> T:
+        connection, reused = self._connect(started)
+        deadline = started + self._deadline_s()
         commit_sent = False
         watch = WATCHDOG.arm(connection, deadline)
         try:
@@ -123,19 +124,21 @@ class Database:
             if WATCHDOG.disarm(watch):  # the deadline passed just as the work finished: the socket is shut
                 self.close()
             return result
-        return self._run(work, single_statement, deadline)
+        return self._run(work, single_statement, started)
 
     def _deadline_s(self) -> float:
         return self._settings.request_deadline_s if self._settings else REQUEST_DEADLINE_S
 
-    def _connect(self, deadline: float) -> tuple[psycopg.Connection, bool]:
-        """The kept connection if the server has not closed it meanwhile (then `True`), else a new one."""
+    def _connect(self, started: float) -> tuple[psycopg.Connection, bool]:
+        """The kept connection if the server has not closed it meanwhile (then `True`), else a new one, opened
+        within what is left of the deadline of the request `started` then."""
         if self._connection is not None and not self._connection.closed:
             if _still_open(self._connection):
                 return self._connection, True
             self.close()  # closed while the instance was frozen: replaced before anything is sent
         try:
             settings = self._load_settings()
+            deadline = started + settings.request_deadline_s
             try:
                 connection = _open(settings, deadline)
             except psycopg.OperationalError:
