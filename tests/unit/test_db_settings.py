@@ -57,6 +57,7 @@ def test_the_proxy_is_recognised_by_its_endpoint_name_or_db_proxy() -> None:
     assert not through_proxy("127.0.0.1")
     assert through_proxy("127.0.0.1", DB_PROXY="true")
     assert not through_proxy(PROXY_HOST, DB_PROXY="false")
+    assert through_proxy(PROXY_HOST, DB_PROXY="auto")
 
 
 def test_no_database_named_is_a_configuration_error() -> None:

@@ -127,9 +127,12 @@ def tls_options(environ: Mapping[str, str], through_proxy: bool) -> dict[str, st
 
 
 def _through_proxy(environ: Mapping[str, str], host: str | None) -> bool:
+    """`DB_PROXY` true or false when set so; otherwise (unset, empty, `auto`) told by the endpoint's name."""
     flag = environ.get("DB_PROXY", "").strip().lower()
-    if flag:
-        return flag in ("1", "true", "yes")
+    if flag in ("1", "true", "yes"):
+        return True
+    if flag in ("0", "false", "no"):
+        return False
     return bool(host and PROXY_HOST.search(host))
 
 
