@@ -107,6 +107,8 @@ def test_default_build_is_arm64_with_every_pinned_requirement(sam_builds: dict[s
     # The experiments package itself, importable by name from the layer's python/ folder.
     assert (layer_python / "experiments" / "__init__.py").is_file()
     assert (layer_python / "experiments" / "auth.py").is_file()
+    # Where DB_CA_BUNDLE=certs/<bundle>.pem points (experiments.config resolves it against this folder).
+    assert (layer_python / "certs" / "README.md").is_file()
 
 
 AWS_SDK = {"boto3", "botocore", "s3transfer", "aws-xray-sdk"}
