@@ -6,7 +6,9 @@ import contextlib
 import importlib.util
 import json
 import os
+import select
 import socket
+import ssl
 import sys
 import tempfile
 import threading
@@ -264,3 +266,96 @@ class SecretsManager:
 
     def update(self, arn: str, secret: dict[str, Any]) -> None:
         self._client.put_secret_value(SecretId=arn, SecretString=json.dumps(secret))
+
+
+def make_certificates(folder: Path, host: str = "localhost") -> dict[str, Path]:
+    """A test CA, a server certificate it signed for `host` (DNS name only), and an unrelated CA (openssl CLI)."""
+    import subprocess
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True, timeout=60)
+
+    for name in ("ca", "other-ca"):
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+                "-keyout", f"{name}.key", "-out", f"{name}.pem")  # fmt: skip
+    (folder / "san.cnf").write_text(f"subjectAltName=DNS:{host}\n")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={host}", "-keyout", "server.key",
+            "-out", "server.csr")  # fmt: skip
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", "san.cnf", "-out", "server.crt")  # fmt: skip
+    files = {"ca": "ca.pem", "other_ca": "other-ca.pem", "cert": "server.crt", "key": "server.key"}
+    return {name: folder / file for name, file in files.items()}
+
+
+class TlsProxy:
+    """PostgreSQL's TLS in front of a plain server: answers the client's SSLRequest with `S`, does the TLS
+    handshake with `cert`/`key` (as RDS or RDS Proxy would), and forwards the decrypted protocol upstream.
+
+    `target` is `(host, port)`, or `(socket directory, port)` for a Unix-socket server.
+    """
+
+    SSL_REQUEST, GSSENC_REQUEST = 80877103, 80877104
+
+    def __init__(self, target: tuple[str, int], cert: Path, key: Path) -> None:
+        self.target = target
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.load_cert_chain(cert, key)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.handshakes_failed = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        with contextlib.ExitStack() as stack:
+            stack.callback(client.close)
+            while True:  # libpq may ask for GSS encryption first: refused, then it asks for TLS
+                request = client.recv(8, socket.MSG_WAITALL)
+                code = int.from_bytes(request[4:8], "big") if len(request) == 8 else None
+                if code == self.GSSENC_REQUEST:
+                    client.sendall(b"N")
+                    continue
+                if code != self.SSL_REQUEST:
+                    return  # a client that does not ask for TLS: hung up on, as a TLS-only server would
+                client.sendall(b"S")
+                break
+            try:
+                secure = self._context.wrap_socket(client, server_side=True)
+            except (ssl.SSLError, OSError):
+                self.handshakes_failed += 1  # the client refused our certificate
+                return
+            stack.callback(secure.close)
+            host, port = self.target
+            if host.startswith("/"):
+                upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                upstream.connect(f"{host}/.s.PGSQL.{port}")
+            else:
+                upstream = socket.create_connection((host, port))
+            stack.callback(upstream.close)
+            self._forward(secure, upstream)
+
+    @staticmethod
+    def _forward(secure: ssl.SSLSocket, upstream: socket.socket) -> None:
+        """Both ways in one thread (an SSL socket must not be read and written from two threads at once)."""
+        other = {secure: upstream, upstream: secure}
+        while True:
+            ready = [secure] if secure.pending() else select.select([secure, upstream], [], [])[0]
+            for source in ready:
+                try:
+                    data = source.recv(65536)
+                except (ssl.SSLError, OSError):
+                    return
+                if not data:
+                    return
+                other[source].sendall(data)
