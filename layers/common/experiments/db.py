@@ -36,7 +36,7 @@ import psycopg
 from psycopg import pq
 
 from experiments.config import CredentialsUnavailable, DatabaseSettings, load_database_settings
-from experiments.limits import REQUEST_DEADLINE_S
+from experiments.limits import REQUEST_DEADLINE_S, SECRETS_WORST_CASE_S
 
 T = TypeVar("T")
 
@@ -142,8 +142,8 @@ class Database:
             try:
                 connection = _open(settings, deadline)
             except psycopg.OperationalError:
-                if not settings.from_secret or time.monotonic() >= deadline:
-                    raise
+                if not settings.from_secret or deadline - time.monotonic() < SECRETS_WORST_CASE_S + 1:
+                    raise  # (no time left for a slow Secrets Manager and a connect: the next request retries)
                 # The password may have been rotated since the secret was cached: fetch it once more.
                 settings = self._load_settings(refresh_secret=True)
                 connection = _open(settings, deadline)

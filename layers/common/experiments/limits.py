@@ -23,16 +23,6 @@ MAX_VARIANT_LENGTH = 100
 MAX_COMPARE_RUNS = 100
 MAX_THRESHOLD_PCT = 1000.0
 
-
-def column_value(value: float) -> Decimal | None:
-    """`value` exactly as the column stores it (half away from zero, as PostgreSQL rounds); None if it does not fit."""
-    try:
-        stored = Decimal(repr(float(value))).quantize(FOUR_PLACES, rounding=ROUND_HALF_UP)
-        return stored if stored.is_finite() and abs(stored) <= COLUMN_MAX else None
-    except (InvalidOperation, ValueError, OverflowError):  # NaN, infinities, numbers too long to quantize
-        return None
-
-
 # Time: every request answers before the function's 10 s timeout, however the database or AWS fails.
 # The database part of a request (connect, session set-up, the work) ends by this deadline with a 503 +
 # Retry-After; a socket that went silent is shut down by a watchdog (experiments.db) and the connection replaced.
@@ -41,3 +31,13 @@ REQUEST_DEADLINE_S = 8.0
 SECRETS_CONNECT_TIMEOUT_S = 1.0
 SECRETS_READ_TIMEOUT_S = 1.5
 SECRETS_MAX_ATTEMPTS = 2
+SECRETS_WORST_CASE_S = SECRETS_MAX_ATTEMPTS * (SECRETS_CONNECT_TIMEOUT_S + SECRETS_READ_TIMEOUT_S)
+
+
+def column_value(value: float) -> Decimal | None:
+    """`value` exactly as the column stores it (half away from zero, as PostgreSQL rounds); None if it does not fit."""
+    try:
+        stored = Decimal(repr(float(value))).quantize(FOUR_PLACES, rounding=ROUND_HALF_UP)
+        return stored if stored.is_finite() and abs(stored) <= COLUMN_MAX else None
+    except (InvalidOperation, ValueError, OverflowError):  # NaN, infinities, numbers too long to quantize
+        return None
