@@ -19,7 +19,8 @@ and the work costs one round trip instead of three.
 
 Through RDS Proxy (`DatabaseSettings.through_proxy`) a connection carries no session state, since the proxy
 pins a client to one database connection for as long as it holds any: no `set_config`, no `application_name`
-startup option, no named prepared statements. The statement timeout then comes from the deadline alone.
+startup option, no named prepared statements. The deadline bounds each call; a server-side statement timeout
+belongs on the database role (`ALTER ROLE ... SET statement_timeout`), which is no session state.
 """
 
 from __future__ import annotations
