@@ -28,6 +28,7 @@ from experiments.config import SERVICE_NAME
 from experiments.db import DatabaseUnavailable
 from experiments.models import ErrorBody, ErrorDetail, GatewayError
 from experiments.query import InvalidCursor, NotFound
+from experiments.series import TooManySeries
 from experiments.store import IdempotencyConflict
 
 MAX_BODY_BYTES = 256 * 1024
@@ -144,6 +145,13 @@ def register_error_handlers(app: APIGatewayRestResolver) -> None:
         return error_response(
             HTTPStatus.BAD_REQUEST, "invalid_parameter", f"invalid cursor: {error}",
             [ErrorDetail(field="query cursor", reason=str(error))],
+        )  # fmt: skip
+
+    @app.exception_handler(TooManySeries)
+    def too_many_series(error: TooManySeries) -> Response:
+        return error_response(
+            HTTPStatus.UNPROCESSABLE_ENTITY, "validation_failed", str(error),
+            [ErrorDetail(field="query metric", reason=str(error))],
         )  # fmt: skip
 
     @app.exception_handler(NotFound)
