@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -23,11 +21,12 @@ from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
 from changepoints.otavahelpers import OTAVA_PYTHON, Run, quiet_environment
 
 from devkit.localdb import embedded_server, scratch_database
+from experiments.config import secrets_provider
 from support import (
     REPO_ROOT,
     Answer,
-    FakeSecretsManager,
     LambdaContext,
+    SecretsManager,
     api_event,
     decode,
     get_event,
@@ -112,25 +111,38 @@ def post(invoke: Callable[[dict[str, Any]], Answer]) -> Callable[..., Answer]:
 
 
 def forget_secrets() -> None:
-    """Drop Powertools' cached secrets and clients: a client made by another test points at its fake server."""
+    """Drop cached secrets and Secrets Manager clients: a client keeps the endpoint of the test that made it."""
     parameters.clear_caches()
     DEFAULT_PROVIDERS.clear()
+    secrets_provider.cache_clear()
 
 
-@pytest.fixture
-def secrets_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeSecretsManager]]:
-    """A fake Secrets Manager on 127.0.0.1 that boto3 (through Powertools parameters) talks to."""
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's server on 127.0.0.1: Secrets Manager's JSON protocol over real HTTP, one per test run."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def point_aws_at(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Send the functions' Secrets Manager calls to `endpoint`, with test credentials and a region."""
     forget_secrets()
-    FakeSecretsManager.calls, FakeSecretsManager.failing = [], False
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeSecretsManager)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", endpoint)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    yield FakeSecretsManager
-    server.shutdown()
+
+
+@pytest.fixture
+def secrets_manager(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[SecretsManager]:
+    """Secrets Manager (moto's server) that boto3, through Powertools parameters, talks to."""
+    point_aws_at(moto_endpoint, monkeypatch)
+    yield SecretsManager(moto_endpoint)
     forget_secrets()
 
 

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
+import select
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import psycopg
@@ -96,38 +101,6 @@ def decode(response: dict[str, Any]) -> Answer:
     body = response.get("body")
     is_json = headers.get("Content-Type", "").startswith("application/json")
     return Answer(response["statusCode"], headers, json.loads(body) if body and is_json else body)
-
-
-class FakeSecretsManager(BaseHTTPRequestHandler):
-    """Secrets Manager's JSON protocol at its HTTP edge (boto3 reaches it via AWS_ENDPOINT_URL_SECRETS_MANAGER).
-
-    Answers GetSecretValue with `secret`, or with a 500 while `failing` is set; records each call's target.
-    """
-
-    secret: ClassVar[dict[str, object]] = {}
-    failing: ClassVar[bool] = False
-    calls: ClassVar[list[str]] = []
-
-    def do_POST(self) -> None:
-        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.calls.append(self.headers["X-Amz-Target"])
-        if self.failing:
-            status, answer = 500, {"__type": "InternalServiceError", "message": "try again"}
-        else:
-            secret_string = json.dumps(self.secret)
-            status, answer = (
-                200,
-                {"ARN": request["SecretId"], "Name": "db", "VersionId": "v1", "SecretString": secret_string},
-            )
-        body = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/x-amz-json-1.1")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 def summary_export_doc(**duration_overrides: Any) -> dict[str, Any]:
@@ -317,3 +290,212 @@ class ScriptedServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class StallingProxy:
+    """A TCP proxy to PostgreSQL that can go silent: after `stall()` it keeps every connection open, old and new,
+    and forwards nothing more, like a server or network that stops answering without closing anything.
+
+    `resume()` forwards new connections again; connections that stalled stay silent until `close()`.
+    `target` is `(host, port)`, or `(socket directory, port)` for a Unix-socket server (the embedded one).
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.stalled = threading.Event()
+        self.closed = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def stall(self) -> None:
+        self.stalled.set()
+
+    def resume(self) -> None:
+        self.stalled.clear()
+
+    def close(self) -> None:
+        self.closed.set()
+        for sock in [self._listener, *self._sockets]:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _connect_upstream(self) -> socket.socket:
+        host, port = self.target
+        if host.startswith("/"):
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(f"{host}/.s.PGSQL.{port}")
+            return upstream
+        return socket.create_connection((host, port))
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self._sockets.append(client)
+            if self.stalled.is_set():
+                continue  # accepted, never answered
+            upstream = self._connect_upstream()
+            self._sockets.append(upstream)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                return
+            if self.stalled.is_set():
+                self.closed.wait()  # silent from now on: nothing forwarded, nothing closed
+                return
+            if not data:
+                with contextlib.suppress(OSError):
+                    sink.shutdown(socket.SHUT_WR)
+                return
+            try:
+                sink.sendall(data)
+            except OSError:
+                return
+
+
+class SilentServer:
+    """A TCP server that accepts connections and never answers (a hung AWS endpoint)."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.accepted.append(self._listener.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        for sock in [self._listener, *self.accepted]:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+class SecretsManager:
+    """Moto's Secrets Manager server (a real HTTP endpoint speaking the AWS protocol), for the tests to fill."""
+
+    def __init__(self, endpoint: str) -> None:
+        import boto3
+
+        self.endpoint = endpoint
+        self._client = boto3.client(
+            "secretsmanager",
+            endpoint_url=endpoint,
+            region_name="eu-west-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def create(self, secret: dict[str, Any]) -> str:
+        """Store `secret` as JSON under a fresh name; its ARN."""
+        answer = self._client.create_secret(Name=f"db-{uuid.uuid4().hex[:12]}", SecretString=json.dumps(secret))
+        return answer["ARN"]
+
+    def update(self, arn: str, secret: dict[str, Any]) -> None:
+        self._client.put_secret_value(SecretId=arn, SecretString=json.dumps(secret))
+
+
+def make_certificates(folder: Path, host: str = "localhost") -> dict[str, Path]:
+    """A test CA, a server certificate it signed for `host` (DNS name only), and an unrelated CA (openssl CLI)."""
+    import subprocess
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True, timeout=60)
+
+    for name in ("ca", "other-ca"):
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+                "-keyout", f"{name}.key", "-out", f"{name}.pem")  # fmt: skip
+    (folder / "san.cnf").write_text(f"subjectAltName=DNS:{host}\n")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={host}", "-keyout", "server.key",
+            "-out", "server.csr")  # fmt: skip
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", "san.cnf", "-out", "server.crt")  # fmt: skip
+    files = {"ca": "ca.pem", "other_ca": "other-ca.pem", "cert": "server.crt", "key": "server.key"}
+    return {name: folder / file for name, file in files.items()}
+
+
+class TlsProxy:
+    """PostgreSQL's TLS in front of a plain server: answers the client's SSLRequest with `S`, does the TLS
+    handshake with `cert`/`key` (as RDS or RDS Proxy would), and forwards the decrypted protocol upstream.
+
+    `target` is `(host, port)`, or `(socket directory, port)` for a Unix-socket server.
+    """
+
+    SSL_REQUEST, GSSENC_REQUEST = 80877103, 80877104
+
+    def __init__(self, target: tuple[str, int], cert: Path, key: Path) -> None:
+        self.target = target
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.load_cert_chain(cert, key)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.handshakes_failed = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        with contextlib.ExitStack() as stack:
+            stack.callback(client.close)
+            while True:  # libpq may ask for GSS encryption first: refused, then it asks for TLS
+                request = client.recv(8, socket.MSG_WAITALL)
+                code = int.from_bytes(request[4:8], "big") if len(request) == 8 else None
+                if code == self.GSSENC_REQUEST:
+                    client.sendall(b"N")
+                    continue
+                if code != self.SSL_REQUEST:
+                    return  # a client that does not ask for TLS: hung up on, as a TLS-only server would
+                client.sendall(b"S")
+                break
+            try:
+                secure = self._context.wrap_socket(client, server_side=True)
+            except (ssl.SSLError, OSError):
+                self.handshakes_failed += 1  # the client refused our certificate
+                return
+            stack.callback(secure.close)
+            host, port = self.target
+            if host.startswith("/"):
+                upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                upstream.connect(f"{host}/.s.PGSQL.{port}")
+            else:
+                upstream = socket.create_connection((host, port))
+            stack.callback(upstream.close)
+            self._forward(secure, upstream)
+
+    @staticmethod
+    def _forward(secure: ssl.SSLSocket, upstream: socket.socket) -> None:
+        """Both ways in one thread (an SSL socket must not be read and written from two threads at once)."""
+        other = {secure: upstream, upstream: secure}
+        while True:
+            ready = [secure] if secure.pending() else select.select([secure, upstream], [], [])[0]
+            for source in ready:
+                try:
+                    data = source.recv(65536)
+                except (ssl.SSLError, OSError):
+                    return
+                if not data:
+                    return
+                other[source].sendall(data)

@@ -11,7 +11,7 @@ Routes only; SQL and statistics live in `experiments.query`, `experiments.stats`
 from pathlib import Path
 from typing import Annotated
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
@@ -45,8 +45,8 @@ from experiments.query import ListFilters, NotFound, compare_variants, list_expe
 from experiments.series import experiment_metrics, metric_series
 
 logger = Logger(service=SERVICE_NAME)
-tracer = Tracer()
 metrics = Metrics(namespace=METRICS_NAMESPACE)
+# No X-Ray SDK (it would bring its own botocore into the layer): Lambda's active tracing records each invocation.
 app = APIGatewayRestResolver(enable_validation=True)
 register_error_handlers(app)
 database = Database()  # connects on the first request, then stays open while the instance is warm
@@ -65,7 +65,6 @@ DASHBOARD_HTML = Path(__file__).with_name("dashboard.html")
     summary="Stored rows, newest first, filtered; follow nextCursor for older pages",
     responses={200: {"description": "One page of rows, newest first"}, **error_responses(400, 422, 503)},
 )
-@tracer.capture_method
 def get_experiments(
     name: Text = None,
     variant: Text = None,
@@ -84,7 +83,6 @@ def get_experiments(
     summary="Per metric and variant: runs, latest, median of recent runs, change and verdict vs the baseline",
     responses={200: {"description": "The comparison"}, **error_responses(404, 422, 503)},
 )
-@tracer.capture_method
 def get_comparison(
     name: Name,
     baseline: Annotated[str, Query(min_length=1, max_length=100), AfterValidator(storable_text)] = "baseline",
@@ -104,7 +102,6 @@ def get_comparison(
     summary="Metrics over time per variant (only those asked for), downsampled to at most `points` per series",
     responses={200: {"description": "One series per metric and variant"}, **error_responses(404, 422, 503)},
 )
-@tracer.capture_method
 def get_series(
     name: Name,
     metric: Annotated[
@@ -128,7 +125,6 @@ def get_series(
     summary="The experiment's metric keys and which way each should go",
     responses={200: {"description": "The keys, sorted"}, **error_responses(404, 422, 503)},
 )
-@tracer.capture_method
 def get_metrics(name: Name) -> MetricList:
     return database.run(lambda conn: experiment_metrics(conn, name))
 
@@ -138,7 +134,6 @@ def get_metrics(name: Name) -> MetricList:
     summary="Change points in each variant's metrics over time (Apache Otava, stored by make regressions)",
     responses={200: {"description": "The stored change points, oldest first"}, **error_responses(404, 422, 503)},
 )
-@tracer.capture_method
 def get_changes(
     name: Annotated[str, Query(min_length=1, max_length=200), AfterValidator(storable_text)],
 ) -> ChangesReport:
@@ -151,7 +146,6 @@ def get_dashboard() -> Response[str]:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     return app.resolve(event, context)
