@@ -327,3 +327,8 @@ def test_compare_ignores_directions_that_are_not_lists_of_globs(get, db) -> None
     answer = get("/experiments/compare", {"name": "odd"})
     assert answer.status == 200, answer.body
     assert verdicts(answer)["p95_ms", "cached"] == "better"
+    for path, query in [
+        ("/experiments/metrics", {"name": "odd"}),
+        ("/experiments/series", {"name": "odd", "metric": "p95_ms"}),
+    ]:
+        assert get(path, query).status == 200, path
