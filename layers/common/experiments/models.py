@@ -251,7 +251,9 @@ class ExperimentRow(BaseModel):
     variant: str
     metric: str
     value: float
-    metadata: dict[str, JsonValue] | None
+    metadata: JsonValue = Field(
+        description="Any JSON value or null: our reports store objects, but the column is the Prisma backend's `Json?`"
+    )
     createdAt: str = Field(description="UTC, ISO 8601 with milliseconds")
 
 

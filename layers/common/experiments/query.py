@@ -167,10 +167,20 @@ def compare_variants(
     return ComparisonReport(name=name, baseline=baseline, runs=runs, thresholdPct=threshold_pct, metrics=metrics)
 
 
-def latest_directions(connection: psycopg.Connection, name: str) -> dict[str, Any]:
-    """The `{"higher": [...], "lower": [...]}` globs of the experiment's latest run that gave any, else {}."""
+def latest_directions(connection: psycopg.Connection, name: str) -> dict[str, list[str]]:
+    """The `{"higher": [...], "lower": [...]}` globs of the experiment's latest run that gave any, else {}.
+
+    Our reports are checked on the way in, but the Prisma backend may write any JSON into metadata: a way
+    that is not a list counts as no globs, and only the strings of a list are globs.
+    """
     row = connection.execute(DIRECTIONS, {"name": name}).fetchone()
-    return row[0] if row else {}
+    if row is None:
+        return {}
+    return {
+        way: [glob for glob in globs if isinstance(glob, str)]
+        for way, globs in row[0].items()
+        if way in ("higher", "lower") and isinstance(globs, list)
+    }
 
 
 def iso_utc(moment: datetime) -> str:
