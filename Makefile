@@ -32,6 +32,7 @@ install: $(STAMP) ## Create .venv with the runtime and dev dependencies
 
 test: $(STAMP) ## Run lint and every test (DATABASE_URL or an embedded PostgreSQL)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest
 
 unit: $(STAMP) ## Tests without I/O
