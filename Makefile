@@ -141,6 +141,23 @@ validate: $(SAM_STAMP) ## cfn-lint and sam validate --lint on template.yaml
 	$(CFN_LINT) template.yaml
 	$(SAM) validate --lint --template template.yaml
 
+# `sam local` for real: scripts/sam_local.py builds for this machine's architecture, runs `sam local invoke` on
+# every events/*.json and `sam local start-api` with HTTP checks of every route, against a scratch database on
+# DATABASE_URL (else the embedded PostgreSQL), in Docker: the engine that answers, else (as root) Debian's dockerd,
+# started with --iptables=false and stopped at the end. Lambda's base image when it can be pulled, else a stand-in
+# built once with debootstrap. As root, Debian's docker.io and debootstrap are installed when missing.
+.PHONY: sam-local
+sam-local: $(STAMP) $(SAM_STAMP) ## sam local invoke (every event) + start-api (every route) in Docker, real PostgreSQL
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  missing=; \
+	  docker info >/dev/null 2>&1 || command -v dockerd >/dev/null 2>&1 || missing="docker.io"; \
+	  command -v debootstrap >/dev/null 2>&1 || missing="$$missing debootstrap"; \
+	  if [ -n "$$missing" ]; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
+	  fi; \
+	fi
+	$(PY) scripts/sam_local.py
+
 .PHONY: openapi
 openapi: $(STAMP) ## Regenerate docs/openapi.json from the handlers (CI checks it matches)
 	$(PY) scripts/openapi.py
