@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -38,6 +39,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlencode
@@ -350,7 +352,8 @@ class TcpRelay:
         except OSError:
             client_writer.close()
             return
-        await asyncio.gather(self._pipe(client_reader, target_writer), self._pipe(target_reader, client_writer))
+        pipes = self._pipe(client_reader, target_writer), self._pipe(target_reader, client_writer)
+        await asyncio.gather(*pipes, return_exceptions=True)
 
     async def _start(self, port: int) -> None:
         self._server = await asyncio.start_server(self._handle, self.listen_host, port)
@@ -358,25 +361,25 @@ class TcpRelay:
 
     def __enter__(self) -> TcpRelay:
         self._thread.start()
-        for port in (self.target_port, 0):  # the server's own port number when free there, else any
-            try:
-                asyncio.run_coroutine_threadsafe(self._start(port), self._loop).result(timeout=10)
-                break
-            except OSError:
-                continue
+        try:  # the server's own port number when free there, else any
+            asyncio.run_coroutine_threadsafe(self._start(self.target_port), self._loop).result(timeout=10)
+        except OSError:
+            asyncio.run_coroutine_threadsafe(self._start(0), self._loop).result(timeout=10)
         return self
 
     def __exit__(self, *exc: object) -> None:
         async def stop() -> None:
             if self._server is not None:
                 self._server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        self._loop.close()
 
 
 # --------------------------------------------------------------------------- SAM
@@ -432,11 +435,21 @@ def event_files() -> list[Path]:
     return sorted(files, key=lambda path: expected_status(path) != 201)
 
 
+def local_api() -> ModuleType:
+    """scripts/local_api.py, whose template routing this reuses (scripts/ is not a package)."""
+    if "local_api" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("local_api", Path(__file__).with_name("local_api.py"))
+        if spec is None or spec.loader is None:
+            raise ImportError("scripts/local_api.py not found")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["local_api"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["local_api"]
+
+
 def function_for(event: dict[str, Any]) -> str:
     """The template's function that serves the event's method and path (the local API's routing)."""
-    import local_api  # scripts/local_api.py, next to this script
-
-    routes, _ = local_api.routes_from_template(REPO_ROOT / "template.yaml")
+    routes, _ = local_api().routes_from_template(REPO_ROOT / "template.yaml")
     for route in routes:
         if route.match(event["httpMethod"], event["path"]) is not None:
             return route.function.logical_id
