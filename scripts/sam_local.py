@@ -539,50 +539,68 @@ def start_api(sam: Sam, env_file: Path, log_file: Path) -> Iterator[str]:
                 process.wait()
 
 
-def api_checks(url: str, checks: Checks) -> None:
-    """Every route of the API through start-api: a report (201, then 200 on replay), the reads, the page."""
-    event = json.loads((EVENTS_DIR / "report_201_valid.json").read_text())
-    body = event["body"].encode()
-    name = json.loads(body)["name"]
-    key = {"x-api-key": API_KEY}
-    post = {**key, "Content-Type": "application/json", "Idempotency-Key": f"sam-local-{uuid.uuid4().hex}"}
+def template_routes() -> set[tuple[str, str]]:
+    """(METHOD, path) of every Api event in template.yaml."""
+    routes, _ = local_api().routes_from_template(REPO_ROOT / "template.yaml")
+    return {(route.method, route.resource) for route in routes}
 
-    def check(
-        label: str, method: str, path: str, want: int, test: Callable[[bytes], bool] = lambda _: True, **kw: Any
-    ) -> None:
+
+def api_checks(url: str, checks: Checks) -> None:
+    """Every route of the template through start-api; a route without a check below fails the run."""
+    report = json.loads((EVENTS_DIR / "report_201_valid.json").read_text())["body"].encode()
+    name = json.loads(report)["name"]
+    key = {"x-api-key": API_KEY}
+    json_post = {**key, "Content-Type": "application/json"}
+    checked: set[tuple[str, str]] = set()
+
+    def check(label: str, method: str, path: str, want: int, test: Callable[[bytes], bool] | None = None, **kw: Any):
+        checked.add((method, path.split("?")[0]))
         started = time.monotonic()
         try:
             status, answer = http(method, url + path, **kw)
         except (URLError, OSError) as error:
             checks.record(f"start-api {label}", False, repr(error))
             return
-        ok = status == want and test(answer)
+        ok = status == want and (test is None or test(answer))
         elapsed = f"({time.monotonic() - started:.1f} s)"
         checks.record(f"start-api {label} -> {want} {elapsed}", ok, f"got {status}: {answer[:1000]!r}")
 
-    def rows(answer: bytes) -> bool:
-        return bool(json.loads(answer).get("items"))
+    def listed(field: str) -> Callable[[bytes], bool]:
+        return lambda answer: bool(json.loads(answer).get(field))
 
     # Warm-up, not checked: one request per function first. A cold start imports the layer without bytecode
     # (sam build ships no .pyc), which on a busy machine can take longer than the functions' 10 s Timeout; the
     # cold path is what the `sam local invoke` checks above exercise, one fresh container each.
     for method, path, payload, headers in (
-        ("POST", "/experiments/report", b"{}", {**key, "Content-Type": "application/json"}),  # 422, no write
+        ("POST", "/experiments/report", b"{}", json_post),  # 422: nothing written
         ("GET", "/dashboard", None, {}),
     ):
         warm_started = time.monotonic()
         try:
-            status = http(method, url + path, body=payload, headers=headers)[0]
+            status: int | str = http(method, url + path, body=payload, headers=headers)[0]
         except (URLError, OSError) as error:
             status = repr(error)
         log(f"warm-up {method} {path}: {status} ({time.monotonic() - warm_started:.1f} s)")
 
-    check("POST /experiments/report", "POST", "/experiments/report", 201, body=body, headers=post)
-    check("POST /experiments/report (replay)", "POST", "/experiments/report", 200, body=body, headers=post)
-    check("GET /experiments", "GET", f"/experiments?{urlencode({'name': name})}", 200, rows, headers=key)
-    check("GET /experiments/compare", "GET", f"/experiments/compare?{urlencode({'name': name})}", 200, headers=key)
+    once = {**json_post, "Idempotency-Key": f"sam-local-{uuid.uuid4().hex}"}
+    check("POST /experiments/report", "POST", "/experiments/report", 201, body=report, headers=once)
+    check("POST /experiments/report (replay)", "POST", "/experiments/report", 200, body=report, headers=once)
+    summary = (REPO_ROOT / "tests" / "fixtures" / "k6_machine_readable_summary.json").read_bytes()
+    query = urlencode({"name": name, "variant": "k6_summary"})
+    check(
+        "POST /experiments/k6-summary", "POST", f"/experiments/k6-summary?{query}", 201, body=summary, headers=json_post
+    )
+    by_name = urlencode({"name": name})
+    check("GET /experiments", "GET", f"/experiments?{by_name}", 200, listed("items"), headers=key)
+    check("GET /experiments/compare", "GET", f"/experiments/compare?{by_name}", 200, listed("metrics"), headers=key)
+    series = urlencode({"name": name, "metric": "p95_ms"})
+    check("GET /experiments/series", "GET", f"/experiments/series?{series}", 200, headers=key)
+    check("GET /experiments/metrics", "GET", f"/experiments/metrics?{by_name}", 200, headers=key)
+    check("GET /experiments/changes", "GET", f"/experiments/changes?{by_name}", 200, headers=key)
     check("GET /experiments without a key", "GET", "/experiments", 403, headers={})
     check("GET /dashboard (public)", "GET", "/dashboard", 200, lambda page: b"<html" in page.lower())
+    missing = sorted(template_routes() - checked)
+    checks.record("start-api: every route of template.yaml checked", not missing, f"no check for {missing}")
 
 
 # --------------------------------------------------------------------------- main
