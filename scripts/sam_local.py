@@ -60,7 +60,6 @@ AWS_IMAGE = "public.ecr.aws/lambda/python:3.12-{arch}"
 STANDIN_IMAGE = "k6-experiments/lambda-python-standin:3.12-{arch}"
 STANDIN_LABEL = "k6-experiments.standin"  # hash of what the image is built from: a change rebuilds it
 DEBIAN_SUITE = "bookworm"
-DEBIAN_MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
 # Shared libraries that Python's standard library modules load, plus CA certificates for boto3.
 DEBIAN_PACKAGES = (
     "ca-certificates,libssl3,libffi8,libsqlite3-0,libexpat1,libbz2-1.0,liblzma5,zlib1g,libuuid1,"
@@ -216,6 +215,19 @@ def python312() -> tuple[Path, Path]:
     raise RuntimeError("the stand-in image needs a self-contained Python 3.12 installation (pyenv or /opt style)")
 
 
+def debian_mirror() -> str:
+    """DEBIAN_MIRROR, else the mirror this machine's apt uses for Debian's main suites, else deb.debian.org."""
+    if os.environ.get("DEBIAN_MIRROR"):
+        return os.environ["DEBIAN_MIRROR"]
+    sources = Path("/etc/apt/sources.list.d/debian.sources")
+    if sources.exists():
+        for stanza in sources.read_text().split("\n\n"):
+            fields = dict(re.findall(r"^(\w[\w-]*):\s*(.+)$", stanza, flags=re.MULTILINE))
+            if DEBIAN_SUITE in fields.get("Suites", "").split() and fields.get("URIs"):
+                return fields["URIs"].split()[0]
+    return "http://deb.debian.org/debian"
+
+
 def standin_fingerprint(arch: str, prefix: Path) -> str:
     """What the stand-in is made of: its files, the package pins, the Python copied in and SAM's emulator."""
     digest = hashlib.sha256()
@@ -246,9 +258,10 @@ def build_standin(arch: str, image: str, fingerprint: str, prefix: Path, executa
         )
     with tempfile.TemporaryDirectory(prefix="lambda-standin-", dir="/var/tmp") as tmp:
         rootfs, context = Path(tmp) / "rootfs", Path(tmp) / "context"
-        log(f"debootstrap {DEBIAN_SUITE} (minbase) from {DEBIAN_MIRROR}: a few minutes, once")
+        mirror = debian_mirror()
+        log(f"debootstrap {DEBIAN_SUITE} (minbase) from {mirror}: a few minutes, once")
         run(
-            ["debootstrap", "--variant=minbase", f"--include={DEBIAN_PACKAGES}", DEBIAN_SUITE, rootfs, DEBIAN_MIRROR],
+            ["debootstrap", "--variant=minbase", f"--include={DEBIAN_PACKAGES}", DEBIAN_SUITE, rootfs, mirror],
             timeout=1800,
         )
         rootfs_image = f"{image}-rootfs"
