@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from experiments.config import METRICS_NAMESPACE, SERVICE_NAME
 from experiments.db import Database
-from experiments.http import check_body, error_responses, parse_json, register_error_handlers
+from experiments.http import BODY_ROUTE, error_responses, parse_json, register_error_handlers
 from experiments.models import ExperimentReport, ReportStored
 from experiments.store import RequestSource, save_report
 
@@ -49,11 +49,11 @@ IdempotencyKey = Annotated[
         },
         **error_responses(400, 409, 413, 415, 422, 503),
     },
+    **BODY_ROUTE,  # size, media type and one JSON object checked once, before validation
 )
 def post_report(
     report: Annotated[ExperimentReport, Body()], idempotency_key: IdempotencyKey = None
 ) -> Response[ReportStored]:
-    check_body(app.current_event)
     event = app.current_event
     source = RequestSource(
         request_id=event.request_context.request_id,

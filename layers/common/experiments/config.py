@@ -14,18 +14,12 @@ from dataclasses import dataclass
 
 from psycopg.conninfo import make_conninfo
 
+from experiments.errors import ConfigurationError, CredentialsUnavailable
+
 SECRET_MAX_AGE_SECONDS = 300
 # Defaults for running outside the template (tests, the local API); the template sets both.
 SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME", "k6-experiments")
 METRICS_NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "K6Experiments")
-
-
-class ConfigurationError(RuntimeError):
-    """The environment names no database: a deployment mistake, not something a retry fixes."""
-
-
-class CredentialsUnavailable(RuntimeError):
-    """Secrets Manager did not hand out the database secret (unreachable, throttled, or access denied)."""
 
 
 @dataclass(frozen=True)

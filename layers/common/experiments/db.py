@@ -20,7 +20,8 @@ from typing import TypeVar
 import psycopg
 from psycopg import pq
 
-from experiments.config import CredentialsUnavailable, DatabaseSettings, load_database_settings
+from experiments.config import DatabaseSettings, load_database_settings
+from experiments.errors import CredentialsUnavailable, DatabaseUnavailable
 
 T = TypeVar("T")
 
@@ -32,10 +33,6 @@ SELECT set_config('statement_timeout', %s, false), set_config('idle_in_transacti
 # The server's answer when it ended the session before running the statement (terminated by an administrator,
 # a fast shutdown, or idle too long): the statement did not run, so running it again cannot store it twice.
 SESSION_ENDED = frozenset({"57P01", "57P05"})  # admin_shutdown, idle_session_timeout
-
-
-class DatabaseUnavailable(Exception):
-    """The database could not be reached or did not answer in time; the request may be retried."""
 
 
 class Database:

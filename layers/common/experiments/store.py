@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from experiments.errors import IdempotencyConflict
 from experiments.limits import COLUMN_MAX
 from experiments.models import ExperimentReport, NotStored, ReportStored, to_utc_millis
 
@@ -44,10 +45,6 @@ WHERE EXISTS (SELECT FROM claimed)
 """
 
 STORED_RESPONSE = "SELECT request_hash, response FROM ingest.idempotency_keys WHERE key = %(key)s"
-
-
-class IdempotencyConflict(Exception):
-    """The Idempotency-Key was already used for a different report."""
 
 
 @dataclass(frozen=True)
