@@ -13,11 +13,13 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from experiments.config import METRICS_NAMESPACE, SERVICE_NAME
+from experiments.auth import caller_id
+from experiments.config import METRICS_NAMESPACE, SERVICE_NAME, idempotency_key_ttl_days
 from experiments.db import Database
+from experiments.errors import DatabaseUnavailable
 from experiments.http import BODY_ROUTE, error_responses, parse_json, register_error_handlers
 from experiments.models import ExperimentReport, ReportStored
-from experiments.store import RequestSource, save_report
+from experiments.store import PurgeSchedule, RequestSource, purge_expired_keys, save_report
 
 logger = Logger(service=SERVICE_NAME)
 tracer = Tracer()
@@ -25,6 +27,7 @@ metrics = Metrics(namespace=METRICS_NAMESPACE)
 app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=parse_json)
 register_error_handlers(app)
 database = Database()  # connects on the first request, then stays open while the instance is warm
+purge_schedule = PurgeSchedule()  # expired Idempotency-Keys go on the first request, then at most hourly
 
 IdempotencyKey = Annotated[
     str | None,
@@ -33,7 +36,8 @@ IdempotencyKey = Annotated[
         min_length=1,
         max_length=255,
         pattern=r"^[\x21-\x7e]+$",
-        description="Same key + same body again → 200 replay, nothing written; different body → 409",
+        description="Same key + same body again → 200 replay, nothing written; different body → 409. "
+        "Keys belong to the API key that sent them and expire after IDEMPOTENCY_KEY_TTL_DAYS (30)",
     ),
 ]
 
@@ -60,9 +64,16 @@ def post_report(
         source_ip=event.request_context.identity.source_ip,
         user_agent=event.request_context.identity.user_agent,  # as API Gateway saw it
     )
+    caller = caller_id(event.request_context.identity.api_key_id, event.headers)
+    ttl_days = idempotency_key_ttl_days()
     outcome = database.run(
-        lambda conn: save_report(conn, report, idempotency_key=idempotency_key, source=source), single_statement=True
+        lambda conn: save_report(
+            conn, report, idempotency_key=idempotency_key, caller=caller, key_ttl_days=ttl_days, source=source
+        ),
+        single_statement=True,
     )
+    if purge_schedule.due():
+        purge_expired(ttl_days)
     if outcome.replayed:
         metrics.add_metric(name="ReportsReplayed", unit=MetricUnit.Count, value=1)
     else:
@@ -77,6 +88,17 @@ def post_report(
         body=outcome.stored.model_dump(),
         headers={"Idempotent-Replayed": "true"} if outcome.replayed else None,
     )
+
+
+def purge_expired(ttl_days: int) -> None:
+    """Delete a batch of expired Idempotency-Keys; a failure is logged and waits for the next turn."""
+    try:
+        purged = database.run(lambda conn: purge_expired_keys(conn, ttl_days=ttl_days), single_statement=True)
+    except DatabaseUnavailable as error:
+        logger.warning("expired idempotency keys not purged", extra={"reason": str(error)})
+        return
+    if purged:
+        logger.info("expired idempotency keys purged", extra={"purged": purged})
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 
-from support import count_rows
+from experiments.store import PURGE_INTERVAL_S, PurgeSchedule, purge_expired_keys
+from support import api_event, count_rows
 
 pytestmark = pytest.mark.integration
 
@@ -39,3 +41,89 @@ def test_json_media_type_in_any_case_is_accepted(post, db, content_type: str) ->
 def test_a_body_too_large_and_not_json_is_refused_for_its_size_before_anything_else(post, db) -> None:
     answer = post(raw_body="[" + " " * (256 * 1024), headers={"Content-Type": "Text/Plain"})
     assert answer.status == 413
+
+
+# --- 10.11: Idempotency keys belong to a caller and expire ---------------------------------------------------
+
+
+def keyed(body: dict, key: str, *, api_key_id: str | None = "caller-a", api_key: str = "key-a") -> dict:
+    event = api_event(body, headers={"Idempotency-Key": key, "x-api-key": api_key})
+    event["requestContext"]["identity"]["apiKeyId"] = api_key_id
+    return event
+
+
+def test_the_same_key_from_two_callers_stores_both_reports(invoke, db) -> None:
+    first = invoke(keyed(REPORT, "run-1", api_key_id="caller-a"))
+    second = invoke(keyed(OTHER, "run-1", api_key_id="caller-b"))
+    assert (first.status, second.status) == (201, 201), second.body
+    assert count_rows(db) == 3
+    assert invoke(keyed(REPORT, "run-1", api_key_id="caller-a")).status == 200  # each caller's own replay
+    assert invoke(keyed(OTHER, "run-1", api_key_id="caller-b")).status == 200
+
+
+def test_without_a_key_id_the_caller_is_the_key_s_hash(invoke, db) -> None:
+    assert invoke(keyed(REPORT, "run-2", api_key_id=None, api_key="key-a")).status == 201
+    assert invoke(keyed(OTHER, "run-2", api_key_id=None, api_key="key-b")).status == 201
+    assert invoke(keyed(OTHER, "run-2", api_key_id=None, api_key="key-b")).status == 200
+    callers = [row[0] for row in db.execute("SELECT caller FROM ingest.idempotency_keys ORDER BY created_at")]
+    assert callers == ["key-sha256:" + hashlib.sha256(k).hexdigest() for k in (b"key-a", b"key-b")]
+
+
+def age_keys(db, days: float) -> None:
+    db.execute("UPDATE ingest.idempotency_keys SET created_at = now() - make_interval(secs => %s)", (days * 86400,))
+
+
+def test_a_key_is_remembered_for_30_days_by_default(invoke, db) -> None:
+    assert invoke(keyed(REPORT, "run-3")).status == 201
+    age_keys(db, 29.9)
+    assert invoke(keyed(OTHER, "run-3")).status == 409
+
+
+def test_a_key_older_than_30_days_is_free_again(invoke, db) -> None:
+    assert invoke(keyed(REPORT, "run-4")).status == 201
+    age_keys(db, 30.1)
+    answer = invoke(keyed(OTHER, "run-4"))
+    assert answer.status == 201, answer.body
+    assert count_rows(db) == 3
+    assert invoke(keyed(OTHER, "run-4")).status == 200  # and the new claim is what it remembers
+
+
+def test_the_ttl_is_configurable_in_days(invoke, db, monkeypatch) -> None:
+    monkeypatch.setenv("IDEMPOTENCY_KEY_TTL_DAYS", "2")
+    assert invoke(keyed(REPORT, "run-5")).status == 201
+    age_keys(db, 2.1)
+    assert invoke(keyed(OTHER, "run-5")).status == 201
+
+
+def insert_keys(db, *ages_days: float) -> None:
+    for index, age in enumerate(ages_days):
+        db.execute(
+            """INSERT INTO ingest.idempotency_keys (caller, key, request_hash, response, created_at)
+               VALUES ('c', %s, 'h', '{}', now() - make_interval(secs => %s))""",
+            (f"old-{index}", age * 86400),
+        )
+
+
+def test_the_report_function_purges_expired_keys_itself(invoke, db) -> None:
+    insert_keys(db, 31, 45, 400, 29)
+    assert invoke(api_event(REPORT)).status == 201  # the instance's first request purges
+    left = db.execute("SELECT key FROM ingest.idempotency_keys ORDER BY key").fetchall()
+    assert left == [("old-3",)]
+
+
+def test_a_purge_deletes_a_bounded_batch(db) -> None:
+    insert_keys(db, 31, 32, 33)
+    assert purge_expired_keys(db, ttl_days=30, batch=2) == 2
+    assert purge_expired_keys(db, ttl_days=30, batch=2) == 1
+    assert purge_expired_keys(db, ttl_days=30, batch=2) == 0
+
+
+def test_an_instance_purges_on_its_first_request_then_at_most_hourly() -> None:
+    now = [1000.0]
+    schedule = PurgeSchedule(clock=lambda: now[0])
+    assert schedule.due()
+    now[0] += 3599
+    assert not schedule.due()
+    now[0] += 1
+    assert schedule.due()
+    assert PURGE_INTERVAL_S == 3600

@@ -14,6 +14,7 @@ from experiments.migrations import apply_migrations
 
 pytestmark = pytest.mark.integration
 
+MIGRATIONS = ["0001_experiments", "0002_idempotency_scope_and_expiry"]
 PRISMA_DDL = (Path(__file__).parents[1] / "fixtures" / "prisma_experiments_migration.sql").read_text()
 
 CATALOG = {
@@ -78,7 +79,7 @@ def test_migrating_a_prisma_database_changes_nothing_of_prismas(new_database: Ca
         )
     before = catalog(url)
 
-    assert apply_migrations(url) == ["0001_experiments"]
+    assert apply_migrations(url) == MIGRATIONS
     assert catalog(url) == before
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT id FROM experiments").fetchall() == [("prisma-row",)]
@@ -86,7 +87,9 @@ def test_migrating_a_prisma_database_changes_nothing_of_prismas(new_database: Ca
 
 def test_migrations_apply_once(new_database: Callable[[], str]) -> None:
     url = new_database()
-    assert apply_migrations(url) == ["0001_experiments"]
+    assert apply_migrations(url) == MIGRATIONS
     assert apply_migrations(url) == []
     with psycopg.connect(url) as conn:
-        assert conn.execute("SELECT version FROM ingest.schema_migrations").fetchall() == [("0001_experiments",)]
+        assert conn.execute("SELECT version FROM ingest.schema_migrations").fetchall() == [
+            (version,) for version in MIGRATIONS
+        ]

@@ -17,6 +17,9 @@ from psycopg.conninfo import make_conninfo
 from experiments.errors import ConfigurationError, CredentialsUnavailable
 
 SECRET_MAX_AGE_SECONDS = 300
+# How long an Idempotency-Key is remembered (IDEMPOTENCY_KEY_TTL_DAYS): a retry comes within minutes, a reuse of
+# the same key for another run after this long is a new report.
+DEFAULT_IDEMPOTENCY_KEY_TTL_DAYS = 30
 # Defaults for running outside the template (tests, the local API); the template sets both.
 SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME", "k6-experiments")
 METRICS_NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "K6Experiments")
@@ -32,6 +35,18 @@ class DatabaseSettings:
     def __repr__(self) -> str:  # the conninfo may hold a password: never print it
         timeouts = f"{self.connect_timeout_s}s/{self.statement_timeout_ms}ms"
         return f"DatabaseSettings(from_secret={self.from_secret}, timeouts={timeouts})"
+
+
+def idempotency_key_ttl_days(environ: Mapping[str, str] = os.environ) -> int:
+    """Days an Idempotency-Key is kept: `IDEMPOTENCY_KEY_TTL_DAYS`, a whole number of at least 1 (default 30)."""
+    raw = environ.get("IDEMPOTENCY_KEY_TTL_DAYS") or str(DEFAULT_IDEMPOTENCY_KEY_TTL_DAYS)
+    try:
+        days = int(raw)
+    except ValueError:
+        days = 0
+    if days < 1:
+        raise ConfigurationError(f"IDEMPOTENCY_KEY_TTL_DAYS must be a whole number of days, at least 1, not {raw!r}")
+    return days
 
 
 def load_database_settings(
