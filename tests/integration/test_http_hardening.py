@@ -127,3 +127,29 @@ def test_an_instance_purges_on_its_first_request_then_at_most_hourly() -> None:
     now[0] += 1
     assert schedule.due()
     assert PURGE_INTERVAL_S == 3600
+
+
+# --- 10.7 (second half): a failed read says nothing about storing ---------------------------------------------
+
+
+def test_a_read_with_the_database_down_is_a_503_that_says_nothing_about_storing(get, monkeypatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:9/none")  # nothing listens on port 9
+    answer = get("/experiments", {"name": "x"})
+    assert answer.status == 503
+    assert answer.headers["Retry-After"] == "2"
+    assert "stored" not in answer.body["message"] and "written" not in answer.body["message"]
+
+
+def test_a_read_that_fails_on_our_side_is_a_500_that_says_nothing_about_storing(get, monkeypatch) -> None:
+    monkeypatch.delenv("DATABASE_URL")
+    monkeypatch.delenv("DB_SECRET_ARN", raising=False)
+    answer = get("/experiments/compare", {"name": "x"})
+    assert answer.status == 500
+    assert answer.body == {"error": "internal_error", "message": "internal error", "details": []}
+
+
+def test_a_write_that_fails_still_says_nothing_was_stored(post, db, monkeypatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:9/none")
+    answer = post(REPORT)
+    assert answer.status == 503
+    assert "nothing was stored" in answer.body["message"]
