@@ -7,8 +7,9 @@ import json
 
 import pytest
 
+from experiments.limits import MAX_PAGE_BYTES
 from experiments.store import PURGE_INTERVAL_S, PurgeSchedule, purge_expired_keys
-from support import api_event, count_rows
+from support import LambdaContext, api_event, count_rows, get_event
 
 pytestmark = pytest.mark.integration
 
@@ -153,3 +154,34 @@ def test_a_write_that_fails_still_says_nothing_was_stored(post, db, monkeypatch)
     answer = post(REPORT)
     assert answer.status == 503
     assert "nothing was stored" in answer.body["message"]
+
+
+# --- 10.2: a page stays below Lambda's 6 MB response limit ---------------------------------------------------
+
+LAMBDA_RESPONSE_LIMIT = 6 * 1024 * 1024
+
+
+def test_pages_of_a_large_metadata_report_stay_under_5_000_000_bytes_and_the_cursor_carries_on(
+    post, db, query_app
+) -> None:
+    """Like the issue's 213 KB report with 50 metrics: its metadata (100,000 quotes, 200 KB as a body) is copied
+    onto each of its 50 rows and takes 400 KB per row in Lambda's answer, 20 MB for one page of limit 1000."""
+    metrics = {f"m{i:02}": i for i in range(50)}
+    report = {"name": "big", "variant": "v", "metricsSummary": metrics, "metadata": {"blob": '"' * 100_000}}
+    assert post(report).status == 201
+    sizes, ids, cursor = [], [], None
+    while True:
+        query = {"name": "big", "limit": "1000"} | ({"cursor": cursor} if cursor else {})
+        response = query_app.lambda_handler(get_event("/experiments", query), LambdaContext())
+        assert response["statusCode"] == 200
+        sizes.append(len(json.dumps(response).encode()))
+        page = json.loads(response["body"])
+        ids += [item["id"] for item in page["items"]]
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+    print(f"pages: {len(sizes)}, largest {max(sizes):,} bytes (limit {MAX_PAGE_BYTES:,})")
+    assert MAX_PAGE_BYTES == 5_000_000 < LAMBDA_RESPONSE_LIMIT
+    assert max(sizes) <= 5_000_000
+    assert len(sizes) > 1
+    assert len(ids) == len(set(ids)) == 50
