@@ -22,6 +22,7 @@ from experiments.errors import NotFound
 from experiments.http import error_responses, register_error_handlers, static_page
 from experiments.limits import MAX_COMPARE_RUNS, MAX_THRESHOLD_PCT
 from experiments.models import ComparisonReport, ExperimentPage, ReportDate, storable_text
+from experiments.names import experiment_label
 from experiments.query import ListFilters, compare_variants, list_experiments
 
 logger = Logger(service=SERVICE_NAME)
@@ -32,6 +33,8 @@ register_error_handlers(app)
 database = Database()  # connects on the first request, then stays open while the instance is warm
 
 Text = Annotated[str | None, Query(min_length=1, max_length=200), AfterValidator(storable_text)]
+# Names and variants by the same rule as the reports' (experiments.names): NFC, so both spellings of `café` match.
+Label = Annotated[str | None, Query(min_length=1, max_length=200), AfterValidator(experiment_label)]
 DASHBOARD_HTML = Path(__file__).with_name("dashboard.html")
 
 
@@ -42,8 +45,8 @@ DASHBOARD_HTML = Path(__file__).with_name("dashboard.html")
 )
 @tracer.capture_method
 def get_experiments(
-    name: Text = None,
-    variant: Text = None,
+    name: Label = None,
+    variant: Label = None,
     metric: Text = None,
     created_from: Annotated[ReportDate | None, Query(alias="from", description="ISO 8601, inclusive")] = None,
     created_to: Annotated[ReportDate | None, Query(alias="to", description="ISO 8601, exclusive")] = None,
@@ -61,8 +64,8 @@ def get_experiments(
 )
 @tracer.capture_method
 def get_comparison(
-    name: Annotated[str, Query(min_length=1, max_length=200), AfterValidator(storable_text)],
-    baseline: Annotated[str, Query(min_length=1, max_length=100), AfterValidator(storable_text)] = "baseline",
+    name: Annotated[str, Query(min_length=1, max_length=200), AfterValidator(experiment_label)],
+    baseline: Annotated[str, Query(min_length=1, max_length=100), AfterValidator(experiment_label)] = "baseline",
     runs: Annotated[int, Query(ge=1, le=MAX_COMPARE_RUNS, description="How many recent runs per variant")] = 5,
     threshold: Annotated[float, Query(ge=0, le=MAX_THRESHOLD_PCT, description="Smallest change in % to call")] = 5.0,
 ) -> ComparisonReport:

@@ -9,7 +9,7 @@ import pytest
 
 from experiments.limits import MAX_PAGE_BYTES
 from experiments.store import PURGE_INTERVAL_S, PurgeSchedule, purge_expired_keys
-from support import LambdaContext, api_event, count_rows, get_event
+from support import NAME_CASES, LambdaContext, api_event, count_rows, get_event
 
 pytestmark = pytest.mark.integration
 
@@ -185,3 +185,25 @@ def test_pages_of_a_large_metadata_report_stay_under_5_000_000_bytes_and_the_cur
     assert max(sizes) <= 5_000_000
     assert len(sizes) > 1
     assert len(ids) == len(set(ids)) == 50
+
+
+# --- 10.8: one rule for names and variants, in the store and the queries (and the reporter: tests/unit) --------
+
+
+@pytest.mark.parametrize(("text", "stored"), NAME_CASES.values(), ids=NAME_CASES.keys())
+def test_names_are_stored_and_found_by_one_rule(post, get, db, text: str, stored: str | None) -> None:
+    answer = post({**REPORT, "name": text, "variant": text})
+    listed = get("/experiments", {"name": text, "variant": text})
+    compared = get("/experiments/compare", {"name": text, "baseline": text})
+    if stored is None:
+        assert answer.status == 422
+        assert [d["field"] for d in answer.body["details"]] == ["name", "variant"]
+        assert count_rows(db) == 0
+        assert listed.status == compared.status == 422
+        assert [d["field"] for d in listed.body["details"]] == ["query name", "query variant"]
+        assert [d["field"] for d in compared.body["details"]] == ["query name", "query baseline"]
+    else:
+        assert answer.status == 201, answer.body
+        assert db.execute("SELECT DISTINCT name, variant FROM experiments").fetchall() == [(stored, stored)]
+        assert [(i["name"], i["variant"]) for i in listed.body["items"]] == [(stored, stored)] * 2
+        assert compared.status == 200 and compared.body["name"] == stored
