@@ -173,7 +173,7 @@ def test_create_applies_the_packaged_migrations_and_answers_success_once(
     received, _ = migrate(event, scratch_database)
 
     body = assert_one_response(received, event, "SUCCESS")
-    assert body["Data"] == {"Applied": "0001_experiments"}
+    assert body["Data"] == {"Applied": "0001_experiments,0002_idempotency_scope_and_expiry"}
     assert {"public.experiments", "ingest.idempotency_keys", "ingest.schema_migrations"} <= tables(scratch_database)
 
 
