@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
-import json
 import os
 import random
 import statistics
@@ -38,11 +36,11 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 
+from devkit.lambdaevents import LambdaContext, api_event, load_function
 from devkit.localdb import scratch_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPORT_APP = REPO_ROOT / "functions" / "report" / "app.py"
-EVENT_TEMPLATE = REPO_ROOT / "events" / "report_201_valid.json"
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/test"
 GOAL = 1.3
 SETTLE_ROUNDS = 20  # unrecorded rounds at the start of every block: the naive way's wake
@@ -135,35 +133,13 @@ def naive_insert(url: str, report: dict[str, Any]) -> None:
             conn.execute(NAIVE_INSERT, row)
 
 
-def api_event(report: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
-    """An API Gateway REST proxy event posting `report`, as API Gateway would send it."""
-    event = json.loads(EVENT_TEMPLATE.read_text())
-    event["headers"]["Idempotency-Key"] = idempotency_key
-    event["multiValueHeaders"]["Idempotency-Key"] = [idempotency_key]
-    event["requestContext"]["requestId"] = str(uuid.uuid4())
-    event["body"] = json.dumps(report)
-    return event
-
-
-class LambdaContext:
-    """The few attributes of the Lambda context that Powertools reads."""
-
-    function_name = "ReportFunction"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:ReportFunction"
-    aws_request_id = "00000000-0000-4000-8000-000000000000"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 10_000
-
-
 def load_report_app() -> ModuleType:
-    """Import `functions/report/app.py` as Lambda does (by file; every handler file is app.py)."""
-    spec = importlib.util.spec_from_file_location("report_app", REPORT_APP)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_function("report")
+
+
+def report_event(report: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
+    """An API Gateway event posting `report` under `idempotency_key`."""
+    return api_event(report, headers={"Idempotency-Key": idempotency_key})
 
 
 # --- measuring ----------------------------------------------------------------------------------------------
@@ -241,7 +217,7 @@ def run(
                 app.database.run = timed_database_run
                 # Built ahead, outside the timing: one event per handler call, each with a new Idempotency-Key.
                 handler_calls = warmup + repeat + len(blocks) * SETTLE_ROUNDS
-                events = iter([api_event(report, f"bench-{n}") for n in range(handler_calls)])
+                events = iter([report_event(report, f"bench-{n}") for n in range(handler_calls)])
 
                 def ours() -> None:
                     calls["ours"] += 1

@@ -7,7 +7,9 @@ and compare ratios, which survive a noisy one far better than absolute times do.
 
 Each benchmark is a module here with `run(**options) -> dict` and `table(result) -> str`, listed in BENCHMARKS
 with its options: 1 `ingest_path` (warm path vs the floor), 2 `cold_start`, 3 `ingest_throughput` (k6 through
-the local API). A benchmark whose module is missing is skipped; one that fails is reported and the rest run.
+the local API), 4 `read_history` (compare and the first chart read against 1,000 vs 10 stored runs, on a
+table of a million rows; what the read model's triggers add to a write). A benchmark whose module is missing
+is skipped; one that fails is reported and the rest run.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ BENCHMARKS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     ),
     "cold_start": ("cold_start", {"repeat": 30, "warmup": 3}, {"repeat": 6, "warmup": 1}),
     "throughput": ("ingest_throughput", {"vus": (20, 50), "duration": "15s"}, {"vus": (20,), "duration": "5s"}),
+    "read_history": (
+        "read_history",
+        {"repeat": 60, "warmup": 5, "before_repeat": 5, "filler_rows": 400_000},
+        {"repeat": 10, "warmup": 2, "before_repeat": 2, "filler_rows": 0},
+    ),
 }
 
 

@@ -158,9 +158,7 @@ def load_summary_file(path: str) -> tuple[bytes, Any]:
     return raw, doc
 
 
-def parse_summary(
-    doc: Any, path: str, include: Iterable[str] = (), exclude: Iterable[str] = ()
-) -> K6Report:
+def parse_summary(doc: Any, path: str, include: Iterable[str] = (), exclude: Iterable[str] = ()) -> K6Report:
     """Every chosen figure of any k6 summary shape, keyed by the convention of `experiments.k6summary`.
 
     Only a file with no metric at all is refused: a run without HTTP is reported with what it has.

@@ -5,11 +5,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
-import uuid
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
@@ -17,47 +21,11 @@ from urllib.parse import parse_qs, urlparse
 
 import psycopg
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-EVENTS_DIR = REPO_ROOT / "events"
+from devkit.lambdaevents import EVENTS_DIR, REPO_ROOT, LambdaContext, api_event, get_event, load_function
+from experiments.k6summary import parse_key, split_series
 
-
-class LambdaContext:
-    """The few attributes of the Lambda context that Powertools reads."""
-
-    function_name = "ReportFunction"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:ReportFunction"
-    aws_request_id = "00000000-0000-4000-8000-000000000000"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 10_000
-
-
-def load_function(name: str) -> ModuleType:
-    """Import `functions/<name>/app.py` as its own module, as Lambda would (every handler file is app.py)."""
-    spec = importlib.util.spec_from_file_location(f"{name}_app", REPO_ROOT / "functions" / name / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def api_event(
-    body: Any = None,
-    *,
-    raw_body: str | None = None,
-    headers: dict[str, str] | None = None,
-    drop_headers: tuple[str, ...] = (),
-) -> dict[str, Any]:
-    """An API Gateway REST proxy event for POST /experiments/report, built on `events/report_201_valid.json`."""
-    event = json.loads((EVENTS_DIR / "report_201_valid.json").read_text())
-    merged = {k: v for k, v in event["headers"].items() if k.lower() not in {"idempotency-key", *drop_headers}}
-    merged.update(headers or {})
-    event["headers"] = merged
-    event["multiValueHeaders"] = {k: [v] for k, v in merged.items()}
-    event["requestContext"]["requestId"] = str(uuid.uuid4())
-    event["body"] = raw_body if raw_body is not None else json.dumps(body)
-    return event
+# Re-exported: tests import every helper from here.
+__all__ = ["EVENTS_DIR", "REPO_ROOT", "LambdaContext", "api_event", "get_event", "load_function"]
 
 
 @dataclass
@@ -121,24 +89,6 @@ def count_rows(conn: psycopg.Connection) -> int:
     return conn.execute("SELECT count(*) FROM experiments").fetchone()[0]
 
 
-def get_event(path: str, query: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
-    """An API Gateway REST proxy event for a GET (query values are strings, as API Gateway gives them)."""
-    event = json.loads((EVENTS_DIR / "report_201_valid.json").read_text())
-    merged = {"Accept": "application/json", "x-api-key": "local-dev-key-please-change", **(headers or {})}
-    event.update(
-        resource=path,
-        path=path,
-        httpMethod="GET",
-        headers=merged,
-        multiValueHeaders={k: [v] for k, v in merged.items()},
-        queryStringParameters=query or None,
-        multiValueQueryStringParameters={k: [v] for k, v in query.items()} if query else None,
-        body=None,
-    )
-    event["requestContext"].update(resourcePath=path, httpMethod="GET", requestId=str(uuid.uuid4()))
-    return event
-
-
 def decode(response: dict[str, Any]) -> Answer:
     """A handler's response as status, headers and parsed JSON body."""
     headers = {k: v[-1] for k, v in (response.get("multiValueHeaders") or {}).items()}
@@ -178,6 +128,195 @@ class FakeSecretsManager(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+def summary_export_doc(**duration_overrides: Any) -> dict[str, Any]:
+    """The one hand-written k6 summary: `--summary-export` as k6 1.1 writes it (real runs are in the e2e tests).
+
+    `duration_overrides` replace stats of http_req_duration (`None`-free: drop a stat with a dict without it).
+    """
+    duration = {
+        "med": 2.5,
+        "p(50)": 2.5,
+        "p(90)": 4.0,
+        "p(95)": 5.25,
+        "p(99)": 9.0,
+        "avg": 3.0,
+        "min": 1.0,
+        "max": 12.0,
+        "thresholds": {"p(95)<1": True},
+    }
+    duration.update(duration_overrides)
+    return {
+        "root_group": {"name": "", "path": "", "id": "d41d8cd98f00b204e9800998ecf8427e", "groups": {}, "checks": {}},
+        "metrics": {
+            "http_req_duration": duration,
+            "http_reqs": {"count": 200, "rate": 99.5},
+            "http_req_failed": {"passes": 20, "fails": 180, "value": 0.1, "thresholds": {"rate<0.5": False}},
+            "checks": {"passes": 180, "fails": 20, "value": 0.9},
+            "vus_max": {"value": 4, "min": 4, "max": 4},
+        },
+    }
+
+
+def python_3_9() -> str | None:
+    """A working python3.9 (the oldest runtime a CI job may have), from PATH or pyenv, if this machine has one."""
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates = [shutil.which("python3.9"), *sorted(str(p) for p in pyenv_root.glob("versions/3.9*/bin/python3.9"))]
+    for candidate in filter(None, candidates):
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; assert sys.version_info[:2] == (3, 9); print(sys.executable)"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if probe.returncode == 0:
+            return probe.stdout.strip()
+    return None
+
+
+# --------------------------------------------------------------------------------------------- k6 expectations
+
+# The one table of what the headline keys mean, written from the README's contract (not from the code), so the
+# tests that compare stored figures with k6's own files check the code against it: key -> (k6 metric, stat).
+HEADLINE_FIGURES: dict[str, tuple[str, str]] = {
+    "p50_ms": ("http_req_duration", "med"),
+    "p90_ms": ("http_req_duration", "p(90)"),
+    "p95_ms": ("http_req_duration", "p(95)"),
+    "p99_ms": ("http_req_duration", "p(99)"),
+    "avg_ms": ("http_req_duration", "avg"),
+    "min_ms": ("http_req_duration", "min"),
+    "max_ms": ("http_req_duration", "max"),
+    "requests_count": ("http_reqs", "count"),
+    "rps": ("http_reqs", "rate"),
+    "error_rate": ("http_req_failed", "rate"),
+    "checks_pass_rate": ("checks", "rate"),
+}
+
+
+def k6_figure(doc: dict[str, Any], key: str) -> float:
+    """The figure a stored key names, looked up in a k6 summary as k6 wrote it (summary-export or handleSummary)."""
+    if key in HEADLINE_FIGURES:
+        (metric, stat), tags = HEADLINE_FIGURES[key], ()
+    else:
+        metric, tags, stat = parse_key(key)
+    for name, entry in doc["metrics"].items():
+        if split_series(name) != (metric, tags):
+            continue
+        values = entry.get("values", entry)
+        if stat == "rate" and "passes" in values:  # a Rate: summary-export calls it `value`
+            return values.get("rate", values.get("value"))
+        return values[stat]
+    raise AssertionError(f"{key} is not in the file")
+
+
+# --------------------------------------------------------------------------------------------- one HTTP stub
+
+
+@dataclass
+class Reply:
+    """One scripted answer: a status, a JSON body (bytes go as they are; None: empty), headers, a delay first."""
+
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
+@dataclass
+class Recorded:
+    """One request the stub received; header names in lower case."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"null")
+
+
+Script = list[Reply] | Callable[[Recorded], Reply]
+
+
+class ScriptedServer:
+    """An HTTP/1.1 server on 127.0.0.1 that stands in for another service in tests: the reports API, a product
+    service, a pre-signed S3 URL. Each method answers from its script: replies in order (the last one repeats),
+    or a function of the request. Every request is recorded. A method without a script answers 405.
+
+        with ScriptedServer(POST=[Reply(503), Reply(201, {...})]) as api:
+            ...; api.requests[0].headers["idempotency-key"]
+    """
+
+    def __init__(self, path_prefix: str = "", **scripts: Script) -> None:
+        self.scripts: dict[str, Script] = dict(scripts)
+        self.requests: list[Recorded] = []
+        self._answered: dict[str, int] = {}  # per method: requests answered since its script was set
+        self._lock = threading.Lock()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                request = Recorded(
+                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length)
+                )
+                reply = stub._reply_to(request)
+                time.sleep(reply.delay_s)
+                body = reply.body
+                data = body if isinstance(body, bytes) else b"" if body is None else json.dumps(body).encode()
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass  # the client gave up (a timeout test)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{path_prefix}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def answer(self, method: str, *replies: Reply) -> None:
+        """From now on, answer `method` with `replies` in order (counted from the first request of that method)."""
+        with self._lock:
+            self.scripts[method] = list(replies)
+            self._answered[method] = 0
+
+    def received(self, method: str) -> list[Recorded]:
+        return [request for request in self.requests if request.method == method]
+
+    def _reply_to(self, request: Recorded) -> Reply:
+        with self._lock:
+            self.requests.append(request)
+            script = self.scripts.get(request.method)
+            if script is None:
+                return Reply(405, {"error": "method_not_allowed"})
+            if callable(script):
+                return script(request)
+            seen = self._answered[request.method] = self._answered.get(request.method, 0) + 1
+            return script[min(seen, len(script)) - 1]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> ScriptedServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # Names and variants (experiments.names): input → what is stored (NFC), or None when refused. One table for the

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from experiments.limits import MAX_PAGE_BYTES
+from experiments.limits import LAMBDA_RESPONSE_BYTES, MAX_PAGE_BYTES
 from experiments.store import PURGE_INTERVAL_S, PurgeSchedule, purge_expired_keys
 from support import NAME_CASES, LambdaContext, api_event, count_rows, get_event
 
@@ -158,8 +158,6 @@ def test_a_write_that_fails_still_says_nothing_was_stored(post, db, monkeypatch)
 
 # --- 10.2: a page stays below Lambda's 6 MB response limit ---------------------------------------------------
 
-LAMBDA_RESPONSE_LIMIT = 6 * 1024 * 1024
-
 
 def test_pages_of_a_large_metadata_report_stay_under_5_000_000_bytes_and_the_cursor_carries_on(
     post, db, query_app
@@ -181,7 +179,7 @@ def test_pages_of_a_large_metadata_report_stay_under_5_000_000_bytes_and_the_cur
         if cursor is None:
             break
     print(f"pages: {len(sizes)}, largest {max(sizes):,} bytes (limit {MAX_PAGE_BYTES:,})")
-    assert MAX_PAGE_BYTES == 5_000_000 < LAMBDA_RESPONSE_LIMIT
+    assert MAX_PAGE_BYTES == 5_000_000 < LAMBDA_RESPONSE_BYTES
     assert max(sizes) <= 5_000_000
     assert len(sizes) > 1
     assert len(ids) == len(set(ids)) == 50

@@ -14,7 +14,8 @@ from experiments.migrations import apply_migrations
 
 pytestmark = pytest.mark.integration
 
-MIGRATIONS = ["0001_experiments", "0002_idempotency_scope_and_expiry"]
+# Every file of db/migrations, in the order they apply.
+MIGRATIONS = ["0001_experiments", "0002_idempotency_scope_and_expiry", "0003_runs_read_model", "0004_change_points"]
 PRISMA_DDL = (Path(__file__).parents[1] / "fixtures" / "prisma_experiments_migration.sql").read_text()
 
 CATALOG = {
@@ -90,6 +91,6 @@ def test_migrations_apply_once(new_database: Callable[[], str]) -> None:
     assert apply_migrations(url) == MIGRATIONS
     assert apply_migrations(url) == []
     with psycopg.connect(url) as conn:
-        assert conn.execute("SELECT version FROM ingest.schema_migrations").fetchall() == [
+        assert conn.execute("SELECT version FROM ingest.schema_migrations ORDER BY version").fetchall() == [
             (version,) for version in MIGRATIONS
         ]

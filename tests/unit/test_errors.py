@@ -17,7 +17,7 @@ def test_every_service_exception_has_one_listed_status(cls: type[Exception]) -> 
     assert cls in http.ERROR_STATUSES
 
 
-@pytest.mark.parametrize("module", ["config", "db", "query", "store", "http"])
+@pytest.mark.parametrize("module", ["config", "db", "query", "store", "http", "series", "changes"])
 def test_no_module_defines_exceptions_of_its_own(module: str) -> None:
     mod = __import__(f"experiments.{module}", fromlist=["_"])
     own = [

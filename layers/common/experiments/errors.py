@@ -30,6 +30,10 @@ class NotFound(ServiceError, LookupError):
     """Nothing is stored under the name asked for."""
 
 
+class TooManySeries(ServiceError, ValueError):
+    """The metrics and variants asked for make more series than one response may hold."""
+
+
 class IdempotencyConflict(ServiceError):
     """The Idempotency-Key was already used (by the same caller) for a different report."""
 

@@ -40,6 +40,7 @@ from experiments.errors import (
     NotFound,
     PayloadTooLarge,
     ServiceError,
+    TooManySeries,
     UnsupportedMediaType,
 )
 from experiments.limits import MAX_BODY_BYTES
@@ -73,6 +74,7 @@ ERROR_STATUSES: dict[type[Exception], ErrorKind] = {
     ),
     InvalidCursor: ErrorKind(HTTPStatus.BAD_REQUEST, "invalid_parameter", "invalid cursor: {error}", "query cursor"),
     NotFound: ErrorKind(HTTPStatus.NOT_FOUND, "not_found"),
+    TooManySeries: ErrorKind(HTTPStatus.UNPROCESSABLE_ENTITY, "validation_failed", field="query metric"),
     IdempotencyConflict: ErrorKind(
         HTTPStatus.CONFLICT,
         "idempotency_conflict",

@@ -27,6 +27,20 @@ MAX_VARIANT_LENGTH = 100
 MAX_COMPARE_RUNS = 100
 MAX_THRESHOLD_PCT = 1000.0
 
+# GET /experiments/series (the dashboard's charts) and GET /experiments/metrics (its metric picker). A response
+# stays under Lambda's 6 MB response payload: at most MAX_SERIES series and MAX_SERIES_TOTAL_POINTS points in
+# all (each series gets its share when the requested `points` would pass it); a point is at most ~70 bytes of
+# JSON, escaped again in the proxy response, so points take at most 3.5 MB and the series' names (request
+# parameters or stored variant names) the rest. tests/integration/test_read_model.py checks the worst case.
+MAX_SERIES_METRICS = 20
+MAX_SERIES_VARIANTS = 20
+MAX_SERIES = 100
+DEFAULT_SERIES_POINTS = 600
+MAX_SERIES_POINTS = 2000
+MAX_SERIES_TOTAL_POINTS = 50_000
+MAX_LISTED_METRICS = 5000
+LAMBDA_RESPONSE_BYTES = 6 * 1024 * 1024
+
 
 def column_value(value: float) -> Decimal | None:
     """`value` exactly as the column stores it (half away from zero, as PostgreSQL rounds); None if it does not fit."""
