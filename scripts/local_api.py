@@ -15,12 +15,18 @@ The key check is the deployed one in one step: the template's Lambda authorizer 
 (`experiments.auth.presented_api_key`: `x-api-key`, else `Authorization: Bearer`) and API Gateway's usage plan
 judges it; here the same function finds it and `--api-key` judges it. Not emulated: usage-plan throttling and
 quotas, CORS preflights, stage variables, OpenAPI `DefinitionBody` routes.
+
+It cannot be exhausted by one client: the key and the declared size are checked before a byte of the body is
+read, a body is never read past `limits.MAX_BODY_BYTES` (413), a client that stalls is cut off after
+`--client-timeout` seconds (10) per read and `BODY_DEADLINE_S` for a whole body, at most `--max-connections`
+(128) connections are served at once (more get a 503), and a Transfer-Encoding other than `chunked` is a 501.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hmac
 import importlib.util
 import json
@@ -46,10 +52,16 @@ import yaml
 
 from devkit.localdb import database_url
 from experiments.auth import presented_api_key
+from experiments.http import body_problem, error_kind
+from experiments.limits import MAX_BODY_BYTES
 from experiments.migrations import apply_migrations
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT_ID = "123456789012"
+CLIENT_TIMEOUT_S = 10.0  # the longest a read from a client may wait, and how long an idle keep-alive connection lives
+BODY_DEADLINE_S = 30.0  # the longest a whole body may take to arrive, however it trickles in
+MAX_CONNECTIONS = 128  # connections served at once, each on its own thread
+READ_PIECE = 64 * 1024
 
 
 # --------------------------------------------------------------------------- template
@@ -345,29 +357,76 @@ class ApiGatewayHandler(BaseHTTPRequestHandler):
     # Headers and body go out in two writes; with Nagle on, keep-alive clients wait ~40 ms for a delayed ACK.
     disable_nagle_algorithm = True
     server: LocalApiServer
+    _body_read = False
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet by default: a k6 run would print thousands of lines; --access-log turns it on."""
         if self.server.api.access_log:
             sys.stderr.write(f"{self.address_string()} - {format % args}\n")
 
+    def _framing_problem(self) -> tuple[int, str, str] | None:
+        """What is wrong with how the body is framed (before reading any of it): a 501 for a Transfer-Encoding
+        other than `chunked`, a 400 for a malformed Content-Length."""
+        encoding = self.headers.get("Transfer-Encoding")
+        if encoding is not None:
+            if encoding.strip().lower() != "chunked":
+                return 501, f"Transfer-Encoding {encoding!r} is not supported (only chunked)", "NotImplemented"
+            return None
+        length = self.headers.get("Content-Length")
+        if length is not None and not length.strip().isdigit():
+            return 400, f"Content-Length {length!r} is not a number of bytes", "BadRequestException"
+        return None
+
     def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
+        """The body (chunked or of Content-Length bytes), read in pieces; at most MAX_BODY_BYTES, within
+        BODY_DEADLINE_S. Raises BodyRefused past either bound (and a Content-Length over it is refused unread)."""
+        deadline = time.monotonic() + self.server.body_deadline_s
+        received: list[bytes] = []
+        total = 0
+
+        def take(count: int) -> None:
+            nonlocal total
+            while count > 0:
+                if time.monotonic() > deadline:
+                    raise BodyRefused(408, f"the body did not arrive within {self.server.body_deadline_s:g} s")
+                try:
+                    piece = self.rfile.read(min(count, READ_PIECE))
+                except TimeoutError:
+                    raise BodyRefused(408, f"no byte of the body for {self.server.client_timeout_s:g} s") from None
+                if not piece:
+                    raise BodyRefused(400, "the connection closed before the whole body arrived")
+                received.append(piece)
+                total += len(piece)
+                count -= len(piece)
+
+        if self.headers.get("Transfer-Encoding") is not None:  # chunked (anything else was refused before)
             while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                line = self.rfile.readline(1024)
+                try:
+                    size = int(line.split(b";")[0].strip() or b"0", 16)
+                except ValueError:
+                    raise BodyRefused(400, "malformed chunk size") from None
                 if size == 0:
-                    while self.rfile.readline().strip():
+                    while self.rfile.readline(1024).strip():
                         pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
+                    return b"".join(received)
+                if total + size > MAX_BODY_BYTES:
+                    raise BodyRefused(413, "", size=total + size)
+                take(size)
+                self.rfile.readline(1024)
         length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
+        if length > MAX_BODY_BYTES:  # refused for its declared size: not a byte of it is read
+            raise BodyRefused(413, "", size=length)
+        take(length)
+        return b"".join(received)
 
     def _send(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        """Answer; a connection whose body was not read (refused before reading it) is closed after it."""
         self.send_response(status)
         names = {name.lower() for name, _ in headers}
+        if "connection" in names or self._body_unread():
+            self.close_connection = True
+            self.send_header("Connection", "close")
         for name, value in headers:
             if name.lower() not in ("content-length", "connection", "transfer-encoding"):
                 self.send_header(name, value)
@@ -378,15 +437,40 @@ class ApiGatewayHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _gateway_error(self, status: int, message: str, error_type: str) -> None:
+    def _gateway_error(self, status: int, message: str, error_type: str, *, close: bool = False) -> None:
+        """API Gateway's own `{"message"}` answer; `close` ends the connection."""
         body = json.dumps({"message": message}).encode()
-        self._send(status, [("x-amzn-ErrorType", error_type)], body)
+        headers = [("x-amzn-ErrorType", error_type)]
+        self._send(status, [*headers, ("Connection", "close")] if close else headers, body)
+
+    def _body_unread(self) -> bool:
+        return not self._body_read and (
+            self.headers.get("Transfer-Encoding") is not None or (self.headers.get("Content-Length") or "0") != "0"
+        )
 
     def _dispatch(self) -> None:
+        self._body_read = False
+        try:
+            self._route()
+        except TimeoutError:  # a stalled client: nobody is reading an answer, the connection just ends
+            self.close_connection = True
+        except BodyRefused as refused:
+            self._body_read = False  # partly read: the rest of it is dropped with the connection
+            if refused.size is not None:  # too large: the function's own 413, without reading the body
+                error = body_problem(size=refused.size, content_type=None)
+                answer = {"error": error_kind(error).code, "message": str(error), "details": []}
+                self._send(413, [("Connection", "close")], json.dumps(answer).encode())
+            else:
+                self._gateway_error(refused.status, refused.message, "BadRequestException", close=True)
+
+    def _route(self) -> None:
         api = self.server.api
         split = urlsplit(self.path)
         raw_path = split.path or "/"
-        body = self._read_body()
+        problem = self._framing_problem()
+        if problem is not None:
+            self._gateway_error(*problem, close=True)
+            return
         if self.command == "GET" and raw_path in LOCAL_DOCS:
             content_type, page = LOCAL_DOCS[raw_path]()
             self._send(200, [("Content-Type", content_type)], page)
@@ -410,8 +494,10 @@ class ApiGatewayHandler(BaseHTTPRequestHandler):
         key = presented_api_key(headers)  # the same rule as the deployed authorizer
         key_ok = key is not None and hmac.compare_digest(key.encode(), api.api_key.encode())
         if route.api_key_required and not key_ok:
-            self._gateway_error(403, "Forbidden", "ForbiddenException")
+            self._gateway_error(403, "Forbidden", "ForbiddenException")  # before reading a byte of the body
             return
+        body = self._read_body()
+        self._body_read = True
 
         multi_query = parse_qs(split.query, keep_blank_values=True) or None
         event = self._event(
@@ -500,6 +586,10 @@ class ApiGatewayHandler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
 
+    def setup(self) -> None:
+        self.timeout = self.server.client_timeout_s  # every read from the client: a stalled one is cut off
+        super().setup()
+
     def __getattr__(self, name: str) -> Any:
         """Any other method (TRACE, QUERY, ...) is routed too: API Gateway answers it, http.server would say 501."""
         if name.startswith("do_"):
@@ -507,15 +597,56 @@ class ApiGatewayHandler(BaseHTTPRequestHandler):
         raise AttributeError(name)
 
 
+class BodyRefused(Exception):
+    """A body that cannot be read whole: too large, too slow, or malformed framing."""
+
+    def __init__(self, status: int, message: str, *, size: int | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.size = status, message, size
+
+
+BUSY = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
 class LocalApiServer(ThreadingHTTPServer):
-    """A thread per connection; a deep backlog so 20+ k6 VUs connecting at once are not refused."""
+    """A thread per connection, at most `max_connections` at once; a deep backlog so 20+ k6 VUs connecting at
+    once are not refused. A connection past the bound is answered 503 at once and closed."""
 
     daemon_threads = True
     request_queue_size = 256
 
-    def __init__(self, address: tuple[str, int], api: LocalApi) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        api: LocalApi,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        client_timeout_s: float = CLIENT_TIMEOUT_S,
+        body_deadline_s: float = BODY_DEADLINE_S,
+    ) -> None:
         self.api = api
+        self.client_timeout_s = client_timeout_s
+        self.body_deadline_s = body_deadline_s
+        self.slots = threading.BoundedSemaphore(max_connections)
         super().__init__(address, ApiGatewayHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.sendall(BUSY)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
 
 # --------------------------------------------------------------------------- main
@@ -558,13 +689,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", help="the accepted key (default: EXPERIMENTS_API_KEY, else generated)")
     parser.add_argument("--template", type=Path, default=REPO_ROOT / "template.yaml")
     parser.add_argument("--access-log", action="store_true", help="print one line per request to stderr")
+    parser.add_argument(
+        "--max-connections", type=int, default=MAX_CONNECTIONS, help=f"served at once (default {MAX_CONNECTIONS})"
+    )
+    parser.add_argument(
+        "--client-timeout",
+        type=float,
+        default=CLIENT_TIMEOUT_S,
+        help=f"seconds a read from a client may wait (default {CLIENT_TIMEOUT_S:g})",
+    )
     args = parser.parse_args(argv)
 
     supplied = args.api_key or os.environ.get("EXPERIMENTS_API_KEY")
     api_key = supplied or secrets.token_urlsafe(24)
     prepare_database()
     api = build_api(args.template.resolve(), api_key, args.access_log)
-    server = LocalApiServer((args.host, args.port), api)
+    server = LocalApiServer(
+        (args.host, args.port), api, max_connections=args.max_connections, client_timeout_s=args.client_timeout
+    )
 
     def stop(signum: int, _frame: object) -> None:
         # shutdown() waits for serve_forever() to return, so it must run outside the serving thread.

@@ -69,6 +69,7 @@ except ImportError:  # loaded by path (tests), without scripts/ on sys.path
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import k6ndjson
 from experiments.limits import COLUMN_DECIMALS, MAX_COMPARE_RUNS, MAX_THRESHOLD_PCT, column_value
+from experiments.names import experiment_label
 
 EXIT_OK = 0
 EXIT_USAGE = 1
@@ -929,10 +930,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _validate(args: argparse.Namespace) -> None:
     """Checks argparse cannot express."""
-    if not args.name.strip():
-        raise UsageError("the experiment name must not be empty")
-    if args.variant is not None and not args.variant.strip():
-        raise UsageError("--variant must not be empty")
+    args.name = _label(args.name, "the experiment name")
+    if args.variant is not None:
+        args.variant = _label(args.variant, "--variant")
     if not (args.timeout > 0):
         raise UsageError("--timeout must be > 0")
     if args.retries < 0:
@@ -942,16 +942,23 @@ def _validate(args: argparse.Namespace) -> None:
     _validate_gate(args)
 
 
+def _label(text: str, what: str) -> str:
+    """A name or variant by the API's own rule (experiments.names): NFC, or a usage error saying why not."""
+    try:
+        return experiment_label(text)
+    except ValueError as error:
+        raise UsageError(f"{what} {error}") from None
+
+
 def _validate_gate(args: argparse.Namespace) -> None:
     """The gate's options: they need --compare-to, and stay within what the compare endpoint accepts."""
-    if args.compare_to is not None and not args.compare_to.strip():
-        raise UsageError("--compare-to must not be empty")
+    if args.compare_to is not None:
+        args.compare_to = _label(args.compare_to, "--compare-to")
     if args.compare_to is None:
         for option, value in (("--fail-on-regression", args.fail_on_regression), ("--runs", args.runs)):
             if value is not None:
                 raise UsageError(f"{option} requires --compare-to BASELINE")
         return
-    args.compare_to = args.compare_to.strip()
     pct = args.fail_on_regression
     if pct is not None and not (0 <= pct <= MAX_THRESHOLD_PCT):  # also false for NaN
         raise UsageError(f"--fail-on-regression must be a percentage from 0 to {MAX_THRESHOLD_PCT:g}, got {pct}")
@@ -978,9 +985,9 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> int:
         summary = parse_summary(doc, args.summary, include=args.metric, exclude=args.exclude_metric)
     metrics = clean_metrics(summary.metrics)
     directions = {way: globs for way, globs in (("higher", args.higher), ("lower", args.lower)) if globs}
-    variant = args.variant.strip() if args.variant else None
+    variant = args.variant
     payload = build_payload(
-        name=args.name.strip(),
+        name=args.name,
         variant=variant,
         notes=args.notes or None,
         metrics=metrics,

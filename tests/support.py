@@ -499,3 +499,28 @@ class TlsProxy:
                 if not data:
                     return
                 other[source].sendall(data)
+
+
+# Names and variants (experiments.names): input → what is stored (NFC), or None when refused. One table for the
+# rule itself, the API's reports and query parameters, and the reporter (issue 10, item 8).
+NAME_CASES: dict[str, tuple[str, str | None]] = {
+    "plain": ("checkout", "checkout"),
+    "inner spaces": ("lru cache", "lru cache"),
+    "NFC café": ("caf\u00e9", "caf\u00e9"),
+    "NFD café is stored as NFC": ("cafe\u0301", "caf\u00e9"),
+    "Hangul jamo (NFD) is stored composed": ("\u1100\u1161", "\uac00"),
+    "emoji": ("\U0001f680", "\U0001f680"),
+    "trailing space": ("trail ", None),
+    "leading space": (" trail", None),
+    "trailing no-break space": ("trail\u00a0", None),
+    "only an ideographic space": ("\u3000", None),
+    "blank": ("   ", None),
+    "tab inside": ("a\tb", None),
+    "newline inside": ("a\nb", None),
+    "NUL": ("a\x00b", None),
+    "zero-width space": ("trail\u200b", None),
+    "byte order mark": ("\ufefftrail", None),
+    "right-to-left mark": ("a\u200fb", None),
+    "line separator": ("a\u2028b", None),
+    "paragraph separator": ("a\u2029b", None),
+}

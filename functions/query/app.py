@@ -21,6 +21,7 @@ from pydantic import AfterValidator, StringConstraints
 from experiments.changes import stored_changes
 from experiments.config import METRICS_NAMESPACE, SERVICE_NAME
 from experiments.db import Database
+from experiments.errors import NotFound
 from experiments.http import error_responses, register_error_handlers, static_page
 from experiments.limits import (
     DEFAULT_SERIES_POINTS,
@@ -41,7 +42,8 @@ from experiments.models import (
     SeriesReport,
     storable_text,
 )
-from experiments.query import ListFilters, NotFound, compare_variants, list_experiments
+from experiments.names import experiment_label
+from experiments.query import ListFilters, compare_variants, list_experiments
 from experiments.series import experiment_metrics, metric_series
 
 logger = Logger(service=SERVICE_NAME)
@@ -52,11 +54,13 @@ register_error_handlers(app)
 database = Database()  # connects on the first request, then stays open while the instance is warm
 
 Text = Annotated[str | None, Query(min_length=1, max_length=200), AfterValidator(storable_text)]
-Name = Annotated[str, Query(min_length=1, max_length=200), AfterValidator(storable_text)]
+# Names and variants by the same rule as the reports' (experiments.names): NFC, so both spellings of `café` match.
+Label = Annotated[str | None, Query(min_length=1, max_length=200), AfterValidator(experiment_label)]
+Name = Annotated[str, Query(min_length=1, max_length=200), AfterValidator(experiment_label)]  # required
 MetricKey = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_METRIC_KEY_LENGTH), AfterValidator(storable_text)
 ]
-VariantName = Annotated[str, StringConstraints(max_length=MAX_VARIANT_LENGTH), AfterValidator(storable_text)]
+VariantName = Annotated[str, StringConstraints(max_length=MAX_VARIANT_LENGTH), AfterValidator(experiment_label)]
 DASHBOARD_HTML = Path(__file__).with_name("dashboard.html")
 
 
@@ -66,8 +70,8 @@ DASHBOARD_HTML = Path(__file__).with_name("dashboard.html")
     responses={200: {"description": "One page of rows, newest first"}, **error_responses(400, 422, 503)},
 )
 def get_experiments(
-    name: Text = None,
-    variant: Text = None,
+    name: Label = None,
+    variant: Label = None,
     metric: Text = None,
     created_from: Annotated[ReportDate | None, Query(alias="from", description="ISO 8601, inclusive")] = None,
     created_to: Annotated[ReportDate | None, Query(alias="to", description="ISO 8601, exclusive")] = None,
@@ -85,7 +89,7 @@ def get_experiments(
 )
 def get_comparison(
     name: Name,
-    baseline: Annotated[str, Query(min_length=1, max_length=100), AfterValidator(storable_text)] = "baseline",
+    baseline: Annotated[str, Query(min_length=1, max_length=100), AfterValidator(experiment_label)] = "baseline",
     runs: Annotated[int, Query(ge=1, le=MAX_COMPARE_RUNS, description="How many recent runs per variant")] = 5,
     threshold: Annotated[float, Query(ge=0, le=MAX_THRESHOLD_PCT, description="Smallest change in % to call")] = 5.0,
 ) -> ComparisonReport:
@@ -134,9 +138,7 @@ def get_metrics(name: Name) -> MetricList:
     summary="Change points in each variant's metrics over time (Apache Otava, stored by make regressions)",
     responses={200: {"description": "The stored change points, oldest first"}, **error_responses(404, 422, 503)},
 )
-def get_changes(
-    name: Annotated[str, Query(min_length=1, max_length=200), AfterValidator(storable_text)],
-) -> ChangesReport:
+def get_changes(name: Name) -> ChangesReport:
     return database.run(lambda conn: stored_changes(conn, name))
 
 

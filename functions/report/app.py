@@ -17,11 +17,13 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Que
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import JsonValue, StringConstraints, ValidationError
+from pydantic import AfterValidator, JsonValue, StringConstraints, ValidationError
 
-from experiments.config import METRICS_NAMESPACE, SERVICE_NAME
+from experiments.auth import caller_id
+from experiments.config import METRICS_NAMESPACE, SERVICE_NAME, idempotency_key_ttl_days
 from experiments.db import Database
-from experiments.http import check_body, error_responses, parse_json, register_error_handlers
+from experiments.errors import DatabaseUnavailable
+from experiments.http import BODY_ROUTE, error_responses, parse_json, register_error_handlers
 from experiments.k6ingest import IngestOptions, report_body
 from experiments.k6summary import SummaryError
 from experiments.limits import (
@@ -33,7 +35,8 @@ from experiments.limits import (
     MAX_VARIANT_LENGTH,
 )
 from experiments.models import ExperimentReport, ReportStored
-from experiments.store import RequestSource, save_report
+from experiments.names import experiment_label
+from experiments.store import PurgeSchedule, RequestSource, purge_expired_keys, save_report
 
 logger = Logger(service=SERVICE_NAME)
 metrics = Metrics(namespace=METRICS_NAMESPACE)
@@ -41,6 +44,7 @@ metrics = Metrics(namespace=METRICS_NAMESPACE)
 app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=parse_json)
 register_error_handlers(app)
 database = Database()  # connects on the first request, then stays open while the instance is warm
+purge_schedule = PurgeSchedule()  # expired Idempotency-Keys go on the first request, then at most hourly
 
 IdempotencyKey = Annotated[
     str | None,
@@ -49,7 +53,8 @@ IdempotencyKey = Annotated[
         min_length=1,
         max_length=255,
         pattern=r"^[\x21-\x7e]+$",
-        description="Same key + same body again → 200 replay, nothing written; different body → 409",
+        description="Same key + same body again → 200 replay, nothing written; different body → 409. "
+        "Keys belong to the API key that sent them and expire after IDEMPOTENCY_KEY_TTL_DAYS (30)",
     ),
 ]
 
@@ -65,16 +70,21 @@ IdempotencyKey = Annotated[
         },
         **error_responses(400, 409, 413, 415, 422, 503),
     },
+    **BODY_ROUTE,  # size, media type and one JSON object checked once, before validation
 )
 def post_report(
     report: Annotated[ExperimentReport, Body()], idempotency_key: IdempotencyKey = None
 ) -> Response[ReportStored]:
-    check_body(app.current_event)
     return store(report, idempotency_key, route="report")
 
 
 Glob = Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_GLOB_LENGTH)]
 QueryText = Annotated[str, StringConstraints(max_length=MAX_QUERY_TEXT_LENGTH)]
+
+
+def label(text: str | None) -> str | None:
+    """A name or variant by the reports' rule (experiments.names), so the error names the query parameter."""
+    return None if text is None else experiment_label(text)
 
 
 def globs(alias: str, description: str) -> Any:
@@ -97,11 +107,14 @@ def globs(alias: str, description: str) -> Any:
         },
         **error_responses(400, 409, 413, 415, 422, 503),
     },
+    **BODY_ROUTE,  # size, media type and one JSON object checked once, before validation
 )
 def post_k6_summary(
     summary: Annotated[dict[str, JsonValue], Body(description="The k6 summary document, unchanged")],
-    name: Annotated[str, Query(min_length=1, max_length=MAX_NAME_LENGTH, description="Experiment name")],
-    variant: Annotated[str | None, Query(min_length=1, max_length=MAX_VARIANT_LENGTH)] = None,
+    name: Annotated[
+        str, Query(min_length=1, max_length=MAX_NAME_LENGTH, description="Experiment name"), AfterValidator(label)
+    ],
+    variant: Annotated[str | None, Query(min_length=1, max_length=MAX_VARIANT_LENGTH), AfterValidator(label)] = None,
     notes: Annotated[str | None, Query(max_length=MAX_QUERY_NOTES_LENGTH)] = None,
     metric: Annotated[list[Glob] | None, globs("metric", "Also report these (the reporter's --metric)")] = None,
     exclude_metric: Annotated[list[Glob] | None, globs("exclude-metric", "Do not report these")] = None,
@@ -113,7 +126,6 @@ def post_k6_summary(
     raw_file: Annotated[QueryText | None, Query(alias="rawFile")] = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Response[ReportStored]:
-    check_body(app.current_event)
     options = IngestOptions(
         notes=notes,
         include=metric or [],
@@ -143,9 +155,16 @@ def store(report: ExperimentReport, idempotency_key: str | None, route: str) -> 
         source_ip=event.request_context.identity.source_ip,
         user_agent=event.request_context.identity.user_agent,  # as API Gateway saw it
     )
+    caller = caller_id(event.request_context.identity.api_key_id, event.headers)
+    ttl_days = idempotency_key_ttl_days()
     outcome = database.run(
-        lambda conn: save_report(conn, report, idempotency_key=idempotency_key, source=source), single_statement=True
+        lambda conn: save_report(
+            conn, report, idempotency_key=idempotency_key, caller=caller, key_ttl_days=ttl_days, source=source
+        ),
+        single_statement=True,
     )
+    if purge_schedule.due():
+        purge_expired(ttl_days)
     if outcome.replayed:
         metrics.add_metric(name="ReportsReplayed", unit=MetricUnit.Count, value=1)
     else:
@@ -161,6 +180,17 @@ def store(report: ExperimentReport, idempotency_key: str | None, route: str) -> 
         body=outcome.stored.model_dump(),
         headers={"Idempotent-Replayed": "true"} if outcome.replayed else None,
     )
+
+
+def purge_expired(ttl_days: int) -> None:
+    """Delete a batch of expired Idempotency-Keys; a failure is logged and waits for the next turn."""
+    try:
+        purged = database.run(lambda conn: purge_expired_keys(conn, ttl_days=ttl_days), single_statement=True)
+    except DatabaseUnavailable as error:
+        logger.warning("expired idempotency keys not purged", extra={"reason": str(error)})
+        return
+    if purged:
+        logger.info("expired idempotency keys purged", extra={"purged": purged})
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

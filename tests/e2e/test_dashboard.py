@@ -403,6 +403,30 @@ def test_names_are_offered_once_the_key_is_given(tab: Tab, experiment: Experimen
     page.wait_for_selector(f'#experiment-names option[value="{experiment.name}"]', state="attached")
 
 
+def test_names_are_offered_past_a_page_cut_short_by_its_size(
+    tab: Tab, experiment: Experiment, database_url: str
+) -> None:
+    """Newer rows with 200 KB of metadata each fill the first 5,000,000-byte page with 24 rows (issue 10, item 2):
+    the page follows the cursor to the names of older rows."""
+    big = f"big_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            """INSERT INTO experiments (id, name, variant, metric, value, metadata, "createdAt")
+               SELECT %s || i, %s, 'v', 'm' || i, i, jsonb_build_object('blob', repeat('"', 100000)), now()
+               FROM generate_series(1, 30) AS i""",
+            (big, big),
+        )
+        try:
+            page = tab.page
+            open_dashboard(tab, f"{experiment.base_url}/dashboard")
+            page.fill("#api-key", experiment.api_key)
+            page.press("#api-key", "Tab")
+            page.wait_for_selector(f'#experiment-names option[value="{big}"]', state="attached")
+            page.wait_for_selector(f'#experiment-names option[value="{experiment.name}"]', state="attached")
+        finally:
+            conn.execute("DELETE FROM experiments WHERE name = %s", (big,))
+
+
 def test_page_works_under_a_stage_path(tab: Tab, experiment: Experiment) -> None:
     """Deployed, the page is at /dev/dashboard: its requests must stay under /dev (relative URLs)."""
     page = tab.page

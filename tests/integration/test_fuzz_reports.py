@@ -21,6 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from experiments.names import experiment_label
+
 pytestmark = pytest.mark.integration
 
 MAX_BODY_BYTES = 256 * 1024
@@ -44,7 +46,17 @@ class Case:
 
 # Text PostgreSQL can store: any Unicode but lone surrogates (category Cs) and NUL.
 storable = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
-names = st.text(storable, min_size=1, max_size=60).filter(str.strip)
+
+
+def is_label(text: str) -> bool:
+    """Whether `text` is a valid name or variant (experiments.names)."""
+    try:
+        return experiment_label(text) is not None
+    except ValueError:
+        return False
+
+
+names = st.text(storable, min_size=1, max_size=60).filter(is_label)
 metric_names = st.from_regex(r"[a-z][a-z0-9_]{0,63}", fullmatch=True)
 metric_values = st.one_of(
     st.integers(-999_999, 999_999),

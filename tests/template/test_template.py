@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from template.samhelpers import REPO_ROOT, transform
 
-from experiments.http import MAX_BODY_BYTES
+from experiments.limits import MAX_BODY_BYTES
 
 # Routes that are meant to be public (the dashboard page asks for the key itself). Everything else is data.
 PUBLIC_ROUTES = {("get", "/dashboard")}

@@ -9,6 +9,7 @@ local API compares it with its own key.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 
 API_KEY_HEADER = "x-api-key"
@@ -33,3 +34,12 @@ def presented_api_key(headers: Mapping[str, str] | None) -> str | None:
     if scheme.lower() != BEARER_SCHEME or not token or any(char.isspace() for char in token):
         return None
     return token
+
+
+def caller_id(api_key_id: str | None, headers: Mapping[str, str] | None) -> str:
+    """Who is calling, for scoping Idempotency-Keys: API Gateway's id of the API key (`identity.apiKeyId`),
+    else the SHA-256 of the key presented (never the key itself), else `anonymous`."""
+    if api_key_id:
+        return api_key_id
+    key = presented_api_key(headers)
+    return "key-sha256:" + hashlib.sha256(key.encode()).hexdigest() if key else "anonymous"

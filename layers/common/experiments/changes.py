@@ -15,9 +15,9 @@ from datetime import datetime
 
 import psycopg
 
+from experiments.errors import NotFound
 from experiments.k6summary import direction
 from experiments.models import ChangePointOut, ChangesReport
-from experiments.query import NotFound
 from experiments.stats import judge, percent_change
 
 # The scope one analysis replaces: the experiment, or one variant and/or metric of it.

@@ -29,6 +29,7 @@ from typing import Any
 from psycopg import ProgrammingError
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from experiments.errors import ConfigurationError, CredentialsUnavailable
 from experiments.limits import (
     REQUEST_DEADLINE_S,
     SECRETS_CONNECT_TIMEOUT_S,
@@ -37,6 +38,9 @@ from experiments.limits import (
 )
 
 SECRET_MAX_AGE_SECONDS = 300
+# How long an Idempotency-Key is remembered (IDEMPOTENCY_KEY_TTL_DAYS): a retry comes within minutes, a reuse of
+# the same key for another run after this long is a new report.
+DEFAULT_IDEMPOTENCY_KEY_TTL_DAYS = 30
 # Defaults for running outside the template (tests, the local API); the template sets both.
 SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME", "k6-experiments")
 METRICS_NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "K6Experiments")
@@ -46,14 +50,6 @@ METRICS_NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "K6Experiment
 PROXY_HOST = re.compile(r"\.proxy-[a-z0-9]+\.[a-z0-9-]+\.rds\.amazonaws\.com(\.cn)?$", re.IGNORECASE)
 # The directory that holds the `experiments` package: /opt/python in Lambda, layers/common here.
 LAYER_ROOT = Path(__file__).resolve().parents[1]
-
-
-class ConfigurationError(RuntimeError):
-    """The environment or the secret does not say where the database is: a deployment mistake, not retried."""
-
-
-class CredentialsUnavailable(RuntimeError):
-    """Secrets Manager did not hand out the database secret (unreachable, slow, throttled, or access denied)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +64,18 @@ class DatabaseSettings:
     def __repr__(self) -> str:  # the conninfo may hold a password: never print it
         timeouts = f"{self.connect_timeout_s}s/{self.statement_timeout_ms}ms/{self.request_deadline_s}s"
         return f"DatabaseSettings(from_secret={self.from_secret}, proxy={self.through_proxy}, timeouts={timeouts})"
+
+
+def idempotency_key_ttl_days(environ: Mapping[str, str] = os.environ) -> int:
+    """Days an Idempotency-Key is kept: `IDEMPOTENCY_KEY_TTL_DAYS`, a whole number of at least 1 (default 30)."""
+    raw = environ.get("IDEMPOTENCY_KEY_TTL_DAYS") or str(DEFAULT_IDEMPOTENCY_KEY_TTL_DAYS)
+    try:
+        days = int(raw)
+    except ValueError:
+        days = 0
+    if days < 1:
+        raise ConfigurationError(f"IDEMPOTENCY_KEY_TTL_DAYS must be a whole number of days, at least 1, not {raw!r}")
+    return days
 
 
 def load_database_settings(

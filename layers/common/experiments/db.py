@@ -36,7 +36,8 @@ from typing import TypeVar
 import psycopg
 from psycopg import pq
 
-from experiments.config import CredentialsUnavailable, DatabaseSettings, load_database_settings
+from experiments.config import DatabaseSettings, load_database_settings
+from experiments.errors import CredentialsUnavailable, DatabaseReadOnly, DatabaseTimeout, DatabaseUnavailable
 from experiments.limits import REQUEST_DEADLINE_S, SECRETS_WORST_CASE_S
 
 T = TypeVar("T")
@@ -50,18 +51,6 @@ SELECT set_config('statement_timeout', %s, false), set_config('idle_in_transacti
 # a fast shutdown, or idle too long): the statement did not run, so running it again cannot store it twice.
 SESSION_ENDED = frozenset({"57P01", "57P05"})  # admin_shutdown, idle_session_timeout
 READ_ONLY = "25006"  # read_only_sql_transaction: connected to a reader, e.g. after an RDS or Aurora failover
-
-
-class DatabaseUnavailable(Exception):
-    """The database could not be reached or did not answer in time; the request may be retried."""
-
-
-class DatabaseTimeout(DatabaseUnavailable):
-    """No answer by the request's deadline: the connection was shut down and will be replaced."""
-
-
-class DatabaseReadOnly(DatabaseUnavailable):
-    """The server refused a write as read-only (a failover in progress); the connection will be replaced."""
 
 
 class Database:

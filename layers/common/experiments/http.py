@@ -2,7 +2,11 @@
 
 400 malformed JSON, 409 idempotency conflict, 413 body over 256 KiB, 415 not JSON, 422 validation (each
 offending field named), 503 + Retry-After when the database is unavailable, 500 for our own bugs (logged,
-never shown). Domain exceptions are mapped here by type, never by matching messages.
+never shown). The service's exceptions live in `experiments.errors`; `ERROR_STATUSES` below is the one place
+that maps them to statuses, by type, never by matching messages.
+
+The body of a POST is checked once, before validation, by the `check_body` middleware (size, media type,
+presence, one JSON object); routes with a body use `BODY_ROUTE`, which runs Powertools' validation after it.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import base64
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from functools import cache
 from http import HTTPStatus
 from pathlib import Path
@@ -18,31 +23,78 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from aws_lambda_powertools.event_handler.middlewares.openapi_validation import OpenAPIRequestValidationMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
-from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
 from experiments.config import SERVICE_NAME
-from experiments.db import DatabaseUnavailable
+from experiments.errors import (
+    ConfigurationError,
+    CredentialsUnavailable,
+    DatabaseReadOnly,
+    DatabaseTimeout,
+    DatabaseUnavailable,
+    IdempotencyConflict,
+    InvalidCursor,
+    NotFound,
+    PayloadTooLarge,
+    ServiceError,
+    TooManySeries,
+    UnsupportedMediaType,
+)
+from experiments.limits import MAX_BODY_BYTES
 from experiments.models import ErrorBody, ErrorDetail, GatewayError
-from experiments.query import InvalidCursor, NotFound
-from experiments.series import TooManySeries
-from experiments.store import IdempotencyConflict
 
-MAX_BODY_BYTES = 256 * 1024
 RETRY_AFTER_SECONDS = 2
 
 logger = Logger(service=SERVICE_NAME, child=True)
 
 
-class PayloadTooLarge(Exception):
-    """The request body is over MAX_BODY_BYTES."""
+@dataclass(frozen=True)
+class ErrorKind:
+    """How one exception is answered. `message` may use `{error}`; `field` names the one field at fault."""
+
+    status: HTTPStatus
+    code: str
+    message: str = "{error}"
+    field: str | None = None
+    reason: str | None = None
 
 
-class UnsupportedMediaType(Exception):
-    """The request body is declared as something other than JSON."""
+UNAVAILABLE = ErrorKind(HTTPStatus.SERVICE_UNAVAILABLE, "database_unavailable", "the database is unavailable")
+INTERNAL = ErrorKind(HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "internal error")
+
+# The one mapping from the service's exceptions to answers; a subclass is answered as its closest listed base.
+ERROR_STATUSES: dict[type[Exception], ErrorKind] = {
+    PayloadTooLarge: ErrorKind(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "payload_too_large"),
+    UnsupportedMediaType: ErrorKind(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+    RequestUnsupportedContentType: ErrorKind(
+        HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Content-Type must be application/json"
+    ),
+    InvalidCursor: ErrorKind(HTTPStatus.BAD_REQUEST, "invalid_parameter", "invalid cursor: {error}", "query cursor"),
+    NotFound: ErrorKind(HTTPStatus.NOT_FOUND, "not_found"),
+    TooManySeries: ErrorKind(HTTPStatus.UNPROCESSABLE_ENTITY, "validation_failed", field="query metric"),
+    IdempotencyConflict: ErrorKind(
+        HTTPStatus.CONFLICT,
+        "idempotency_conflict",
+        "this Idempotency-Key was already used with a different body",
+        "header Idempotency-Key",
+        "already used with a different body",
+    ),
+    DatabaseUnavailable: UNAVAILABLE,
+    DatabaseTimeout: UNAVAILABLE,  # the connection is replaced; a retry may succeed
+    DatabaseReadOnly: UNAVAILABLE,  # a failover: the next connection finds the new writer
+    CredentialsUnavailable: UNAVAILABLE,
+    ConfigurationError: INTERNAL,
+}
+
+
+def error_kind(error: Exception) -> ErrorKind:
+    """The answer for `error`: its own entry, else its closest base class's, else a 500."""
+    return next((ERROR_STATUSES[cls] for cls in type(error).__mro__ if cls in ERROR_STATUSES), INTERNAL)
 
 
 def parse_json(text: str) -> Any:
@@ -58,15 +110,62 @@ def parse_json(text: str) -> Any:
         raise json.JSONDecodeError(str(error), text, 0) from None
 
 
-def check_body(event: APIGatewayProxyEvent) -> None:
-    """Refuse bodies over the size limit or not declared as JSON (a missing Content-Type counts as JSON)."""
+def media_type(content_type: str | None) -> str:
+    """`Application/JSON; Charset=UTF-8` → `application/json`: media types are case-insensitive (RFC 9110)."""
+    return (content_type or "application/json").split(";")[0].strip().lower()
+
+
+def is_json(content_type: str | None) -> bool:
+    """Whether a Content-Type declares JSON (a missing one counts as JSON)."""
+    kind = media_type(content_type)
+    return kind == "application/json" or kind.endswith("+json")
+
+
+def body_problem(*, size: int, content_type: str | None) -> ServiceError | None:
+    """The 413 or 415 a body of `size` bytes declared as `content_type` gets, if any (the local API asks too)."""
+    if size > MAX_BODY_BYTES:
+        return PayloadTooLarge(f"the body is {size} bytes; at most {MAX_BODY_BYTES} (256 KiB) are accepted")
+    if not is_json(content_type):
+        return UnsupportedMediaType(f"Content-Type must be application/json, not {media_type(content_type)}")
+    return None
+
+
+def _invalid_body(reason: str) -> RequestValidationError:
+    return RequestValidationError([{"type": "body", "loc": ("body",), "msg": reason, "input": None, "ctx": {}}])
+
+
+def check_body(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response:
+    """The body checks every POST shares, once, before validation: size (413), JSON media type (415),
+    present (422) and one JSON object (422: Powertools would take the first item of an array)."""
+    event = app.current_event
     body = event.body or ""
     size = len(base64.b64decode(body)) if event.is_base64_encoded else len(body.encode("utf-8", "surrogatepass"))
-    if size > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the body is {size} bytes; at most {MAX_BODY_BYTES} (256 KiB) are accepted")
-    content_type = (event.headers.get("content-type") or "application/json").split(";")[0].strip().lower()
-    if content_type != "application/json" and not content_type.endswith("+json"):
-        raise UnsupportedMediaType(f"Content-Type must be application/json, not {content_type}")
+    content_type = event.headers.get("content-type")
+    problem = body_problem(size=size, content_type=content_type)
+    if problem is not None:
+        raise problem
+    if content_type is not None:  # Powertools' parser compares case-sensitively: hand it the lower-case form
+        headers = event.raw_event.get("headers") or {}
+        for name in [name for name in headers if name.lower() == "content-type"]:
+            headers[name] = media_type(content_type)
+    if not body:
+        raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
+    try:
+        parsed = event.json_body
+    except json.JSONDecodeError:
+        return next_middleware(app)  # the validator answers it as malformed JSON
+    if not isinstance(parsed, dict):
+        kind = "an array" if isinstance(parsed, list) else f"a JSON {type(parsed).__name__}"
+        raise _invalid_body(f"must be one JSON object (one report), not {kind}")
+    return next_middleware(app)
+
+
+# A route with a body: `@app.post(path, **BODY_ROUTE)`. Powertools 3 runs the resolver's validation before any
+# middleware, so such routes turn it off and run the same validator themselves, after the body check.
+BODY_ROUTE: dict[str, Any] = {
+    "enable_validation": False,
+    "middlewares": [check_body, OpenAPIRequestValidationMiddleware()],
+}
 
 
 def error_response(
@@ -113,11 +212,12 @@ def validation_details(errors: list[dict[str, Any]]) -> list[ErrorDetail]:
 def register_error_handlers(app: APIGatewayRestResolver) -> None:
     """Map every exception a route can raise to the error contract."""
 
+    def writes(message: str) -> str:
+        """A failed write says nothing was stored; a failed read says nothing about storing."""
+        return f"{message}; nothing was stored" if app.current_event.http_method != "GET" else message
+
     @app.exception_handler(RequestValidationError)
     def invalid_request(error: RequestValidationError) -> Response:
-        problem = _body_problem(app.current_event)
-        if problem is not None:
-            return problem
         errors = list(error.errors())
         if any(e.get("type") == "json_invalid" for e in errors):
             ctx = errors[0].get("ctx") or {}
@@ -130,34 +230,6 @@ def register_error_handlers(app: APIGatewayRestResolver) -> None:
         fields = ", ".join(dict.fromkeys(detail.field for detail in details))
         return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, "validation_failed", f"invalid: {fields}", details)
 
-    @app.exception_handler(RequestUnsupportedContentType)
-    def unsupported_content_type(error: RequestUnsupportedContentType) -> Response:
-        return _body_problem(app.current_event) or error_response(
-            HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Content-Type must be application/json"
-        )
-
-    @app.exception_handler([PayloadTooLarge, UnsupportedMediaType])
-    def body_refused(error: PayloadTooLarge | UnsupportedMediaType) -> Response:
-        return _body_refused(error)
-
-    @app.exception_handler(InvalidCursor)
-    def bad_cursor(error: InvalidCursor) -> Response:
-        return error_response(
-            HTTPStatus.BAD_REQUEST, "invalid_parameter", f"invalid cursor: {error}",
-            [ErrorDetail(field="query cursor", reason=str(error))],
-        )  # fmt: skip
-
-    @app.exception_handler(TooManySeries)
-    def too_many_series(error: TooManySeries) -> Response:
-        return error_response(
-            HTTPStatus.UNPROCESSABLE_ENTITY, "validation_failed", str(error),
-            [ErrorDetail(field="query metric", reason=str(error))],
-        )  # fmt: skip
-
-    @app.exception_handler(NotFound)
-    def not_found(error: NotFound) -> Response:
-        return error_response(HTTPStatus.NOT_FOUND, "not_found", str(error))
-
     @app.exception_handler(RecursionError)
     def nested_too_deeply(error: RecursionError) -> Response:
         return error_response(HTTPStatus.BAD_REQUEST, "malformed_json", "the body's JSON is nested too deeply")
@@ -165,53 +237,22 @@ def register_error_handlers(app: APIGatewayRestResolver) -> None:
     @app.exception_handler(UnicodeDecodeError)
     def not_utf8(error: UnicodeDecodeError) -> Response:
         # A binary body (API Gateway passes it base64-encoded) that is not UTF-8 cannot be JSON.
-        return _body_problem(app.current_event) or error_response(
+        return error_response(
             HTTPStatus.BAD_REQUEST, "malformed_json", f"the body is not valid UTF-8, so not JSON: {error.reason}"
         )
 
-    @app.exception_handler(IdempotencyConflict)
-    def key_reused(error: IdempotencyConflict) -> Response:
-        return error_response(
-            HTTPStatus.CONFLICT,
-            "idempotency_conflict",
-            "this Idempotency-Key was already used with a different body",
-            [ErrorDetail(field="header Idempotency-Key", reason="already used with a different body")],
-        )
-
-    @app.exception_handler(DatabaseUnavailable)
-    def database_unavailable(error: DatabaseUnavailable) -> Response:
-        logger.warning("database unavailable", extra={"reason": str(error)})
-        return error_response(
-            HTTPStatus.SERVICE_UNAVAILABLE,
-            "database_unavailable",
-            "the database is unavailable; nothing was written, retry later",
-            **{"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
-
-    @app.exception_handler(Exception)
-    def unexpected(error: Exception) -> Response:
-        # The validator can fail on a body it should never have parsed (multipart/form-data without a
-        # boundary raises ValueError): a body refused for its type or size is a 415 or 413, not our bug.
-        problem = _body_problem(app.current_event)
-        if problem is not None:
-            return problem
-        logger.exception("unexpected error")
-        return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "internal error; nothing was stored")
-
-
-def _body_refused(error: PayloadTooLarge | UnsupportedMediaType) -> Response:
-    if isinstance(error, PayloadTooLarge):
-        return error_response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "payload_too_large", str(error))
-    return error_response(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", str(error))
-
-
-def _body_problem(event: APIGatewayProxyEvent) -> Response | None:
-    """A 413 or 415 takes precedence over whatever the validator found in such a body."""
-    try:
-        check_body(event)
-    except (PayloadTooLarge, UnsupportedMediaType) as error:
-        return _body_refused(error)
-    return None
+    @app.exception_handler([*ERROR_STATUSES, Exception])
+    def mapped(error: Exception) -> Response:
+        kind = error_kind(error)
+        if kind.status == HTTPStatus.INTERNAL_SERVER_ERROR:
+            logger.exception("unexpected error")  # our bug or our deployment's: logged, never shown
+            return error_response(kind.status, kind.code, writes(kind.message.format(error=error)))
+        details = [ErrorDetail(field=kind.field, reason=kind.reason or str(error))] if kind.field else None
+        if kind.status == HTTPStatus.SERVICE_UNAVAILABLE:
+            logger.warning("database unavailable", extra={"reason": str(error)})
+            message = writes(kind.message) + ", retry later"
+            return error_response(kind.status, kind.code, message, details, **{"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return error_response(kind.status, kind.code, kind.message.format(error=error), details)
 
 
 @cache

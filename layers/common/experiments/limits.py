@@ -14,6 +14,10 @@ COLUMN_MAX = Decimal("999999.9999")
 FOUR_PLACES = Decimal(1).scaleb(-COLUMN_DECIMALS)
 
 MAX_BODY_BYTES = 256 * 1024
+# One GET /experiments page, measured as Lambda returns it (the JSON body escaped once more inside the proxy
+# response): below Lambda's 6 MB response limit (6,291,456 bytes; past it API Gateway answers 502), with room for
+# the envelope and headers. A page that reaches it ends early, and its nextCursor carries on from there.
+MAX_PAGE_BYTES = 5_000_000
 MAX_METRICS = 1000
 MAX_METRIC_KEY_LENGTH = 512
 MAX_NAME_LENGTH = 200

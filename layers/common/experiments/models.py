@@ -35,6 +35,7 @@ from experiments.limits import (
     MAX_VARIANT_LENGTH,
     column_value,
 )
+from experiments.names import experiment_label
 
 MAX_METADATA_DEPTH = 16
 # Top-level metadata keys the service fills in itself.
@@ -51,12 +52,6 @@ def storable_text(text: str) -> str:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError("must be valid Unicode (no lone surrogates)") from None
-    return text
-
-
-def not_blank(text: str) -> str:
-    if not text.strip():
-        raise ValueError("must not be blank")
     return text
 
 
@@ -134,12 +129,10 @@ def check_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     return metadata
 
 
-Name = Annotated[
-    str, StringConstraints(max_length=MAX_NAME_LENGTH), AfterValidator(storable_text), AfterValidator(not_blank)
-]
-Variant = Annotated[
-    str, StringConstraints(max_length=MAX_VARIANT_LENGTH), AfterValidator(storable_text), AfterValidator(not_blank)
-]
+# Names and variants follow `experiments.names.experiment_label` (NFC; no surrounding whitespace, no invisible
+# characters), in reports and in query parameters alike.
+Name = Annotated[str, StringConstraints(max_length=MAX_NAME_LENGTH), AfterValidator(experiment_label)]
+Variant = Annotated[str, StringConstraints(max_length=MAX_VARIANT_LENGTH), AfterValidator(experiment_label)]
 Notes = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(storable_text)]
 FilePath = Annotated[str, StringConstraints(max_length=1024), AfterValidator(storable_text)]
 MetricName = Annotated[str, StringConstraints(max_length=MAX_METRIC_KEY_LENGTH), AfterValidator(metric_key)]
@@ -175,6 +168,10 @@ class ExperimentReport(BaseModel):
             head, _, tail = name.rpartition("_")
             if not head.strip() or not tail.strip():
                 raise ValueError("required when the name does not end in _<variant> (e.g. lru_cache_baseline)")
+            try:
+                experiment_label(head), experiment_label(tail)
+            except ValueError as error:
+                raise ValueError(f"the name's parts before and after its last _ each {error}") from None
         return variant
 
     @field_validator("metricsSummary")

@@ -5,8 +5,9 @@ Pages read `experiments` itself; comparisons read the read model in schema `inge
 
 Pages are ordered by ("createdAt", id) descending and the cursor is the last row's pair, so a page never
 repeats or skips a row that existed when paging started, even while new reports arrive (they are newer,
-so they sort before the cursor). Queries are composed only from the constant fragments below; every value
-is a bound parameter.
+so they sort before the cursor). A page also ends before it would pass `limits.MAX_PAGE_BYTES` (a report's
+metadata is copied onto each of its rows, so 100 rows may be megabytes); its cursor then carries on.
+Queries are composed only from the constant fragments below; every value is a bound parameter.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from experiments.errors import InvalidCursor
 from experiments.k6summary import HIGHER, direction, parse_key
+from experiments.limits import MAX_PAGE_BYTES
 from experiments.models import (
     ComparisonReport,
     ExperimentPage,
@@ -70,14 +73,6 @@ ORDER BY created_at DESC LIMIT 1
 """
 
 
-class InvalidCursor(ValueError):
-    """The cursor was not one this API handed out."""
-
-
-class NotFound(LookupError):
-    """Nothing is stored under the name asked for."""
-
-
 @dataclass(frozen=True)
 class ListFilters:
     name: str | None = None
@@ -117,12 +112,29 @@ def list_experiments(
     with connection.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(*list_query(filters, limit=limit, cursor=cursor)).fetchall()
     more = len(rows) > limit
-    rows = rows[:limit]
-    items = [
-        ExperimentRow(**{**row, "value": float(row["value"]), "createdAt": iso_utc(row["createdAt"])}) for row in rows
-    ]
-    next_cursor = encode_cursor(rows[-1]["createdAt"], rows[-1]["id"]) if more else None
+    items: list[ExperimentRow] = []
+    size = 0
+    for row in rows[:limit]:
+        item = ExperimentRow(**{**row, "value": float(row["value"]), "createdAt": iso_utc(row["createdAt"])})
+        item_bytes = answer_bytes(item.model_dump(mode="json")) + 1  # and its comma
+        if items and size + item_bytes > MAX_PAGE_BYTES - PAGE_ENVELOPE_BYTES:
+            more = True  # the page is full in bytes before it is in rows: the cursor carries on from here
+            break
+        items.append(item)
+        size += item_bytes
+        last = row
+    next_cursor = encode_cursor(last["createdAt"], last["id"]) if more and items else None
     return ExperimentPage(items=items, nextCursor=next_cursor)
+
+
+# Everything of a page's answer but its items: the proxy response's fields, headers, the page's keys and cursor.
+PAGE_ENVELOPE_BYTES = 4096
+
+
+def answer_bytes(value: Any) -> int:
+    """Bytes `value` takes in Lambda's answer: serialized as the body (compact, ASCII-escaped, as Powertools
+    does), then escaped once more as the proxy response's `body` string."""
+    return len(json.dumps(json.dumps(value, separators=(",", ":"))))
 
 
 def compare_variants(

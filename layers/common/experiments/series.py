@@ -16,10 +16,11 @@ from collections.abc import Sequence
 
 import psycopg
 
+from experiments.errors import NotFound, TooManySeries
 from experiments.k6summary import HIGHER, direction
 from experiments.limits import MAX_LISTED_METRICS, MAX_SERIES, MAX_SERIES_TOTAL_POINTS, MAX_VARIANT_LENGTH
 from experiments.models import MetricInfo, MetricList, MetricSeries, SeriesPoint, SeriesReport
-from experiments.query import NotFound, latest_directions
+from experiments.query import latest_directions
 
 # The (metric, variant) series asked for, with their run counts; variants longer than the API accepts
 # (possible only for rows written past the API) are left out, so every name in the answer is bounded.
@@ -61,10 +62,6 @@ ORDER BY n, created_at, id
 METRIC_KEYS = """
 SELECT DISTINCT metric FROM ingest.metric_counts WHERE name = %(name)s ORDER BY metric LIMIT %(limit)s
 """
-
-
-class TooManySeries(ValueError):
-    """The metrics and variants asked for make more series than one response may hold."""
 
 
 def metric_series(
