@@ -33,7 +33,7 @@ BENCHMARKS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {"repeat": 300, "warmup": 20, "metrics": 300},
         {"repeat": 40, "warmup": 5, "metrics": 300},
     ),
-    "cold_start": ("cold_start", {"repeat": 30, "warmup": 3}, {"repeat": 6, "warmup": 1}),
+    "cold_start": ("cold_start", {"repeat": 7, "warmup": 1, "profiles": 3}, {"repeat": 3, "warmup": 1, "profiles": 1}),
     "throughput": ("ingest_throughput", {"vus": (20, 50), "duration": "15s"}, {"vus": (20,), "duration": "5s"}),
 }
 

@@ -9,7 +9,7 @@ Routes only; SQL and statistics live in `experiments.query` and `experiments.sta
 from pathlib import Path
 from typing import Annotated
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
@@ -24,7 +24,6 @@ from experiments.models import ComparisonReport, ExperimentPage, ReportDate, sto
 from experiments.query import ListFilters, NotFound, compare_variants, list_experiments
 
 logger = Logger(service=SERVICE_NAME)
-tracer = Tracer()
 metrics = Metrics(namespace=METRICS_NAMESPACE)
 app = APIGatewayRestResolver(enable_validation=True)
 register_error_handlers(app)
@@ -39,7 +38,6 @@ DASHBOARD_HTML = Path(__file__).with_name("dashboard.html")
     summary="Stored rows, newest first, filtered; follow nextCursor for older pages",
     responses={200: {"description": "One page of rows, newest first"}, **error_responses(400, 422, 503)},
 )
-@tracer.capture_method
 def get_experiments(
     name: Text = None,
     variant: Text = None,
@@ -58,7 +56,6 @@ def get_experiments(
     summary="Per metric and variant: runs, latest, median of recent runs, change and verdict vs the baseline",
     responses={200: {"description": "The comparison"}, **error_responses(404, 422, 503)},
 )
-@tracer.capture_method
 def get_comparison(
     name: Annotated[str, Query(min_length=1, max_length=200), AfterValidator(storable_text)],
     baseline: Annotated[str, Query(min_length=1, max_length=100), AfterValidator(storable_text)] = "baseline",
@@ -79,7 +76,6 @@ def get_dashboard() -> Response[str]:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     return app.resolve(event, context)

@@ -6,7 +6,7 @@ Routes only; the rules live in the `experiments` package (models: validation, st
 from http import HTTPStatus
 from typing import Annotated
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header
 from aws_lambda_powertools.logging import correlation_paths
@@ -20,7 +20,6 @@ from experiments.models import ExperimentReport, ReportStored
 from experiments.store import RequestSource, save_report
 
 logger = Logger(service=SERVICE_NAME)
-tracer = Tracer()
 metrics = Metrics(namespace=METRICS_NAMESPACE)
 app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=parse_json)
 register_error_handlers(app)
@@ -80,7 +79,6 @@ def post_report(
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-@tracer.capture_lambda_handler(capture_response=False)  # one subsegment per request; answers stay out of traces
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     return app.resolve(event, context)
