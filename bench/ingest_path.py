@@ -7,7 +7,10 @@ run, interleaved round by round (in a shuffled order) so that noise on a shared 
 - ours:  `lambda_handler` of `functions/report/app.py` (validation, idempotency, logging, metrics), warm
          connection, a new Idempotency-Key on every call;
 - floor: raw psycopg on an open connection: one transaction, one multi-row INSERT, commit;
-- naive: connect per request, one INSERT per row, autocommit.
+- naive: connect per request, one INSERT per row, autocommit;
+- ours (DB_PROXY): the same handler in RDS Proxy mode (`DB_PROXY=true`, as the template sets it with
+         `DbProxy=true`): no session state on the connection (no SET/set_config, no prepared statements), so
+         the proxy can share it instead of pinning it. What that costs on the warm path is this row minus ours.
 
 The figure that matters is median(ours) / median(floor); the goal is at most 1.3. Ours is also split into the
 time inside its `Database.run` (building the statement's parameters, the round trip, the commit) and the rest
@@ -46,6 +49,7 @@ EVENT_TEMPLATE = REPO_ROOT / "events" / "report_201_valid.json"
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/test"
 GOAL = 1.3
 SETTLE_ROUNDS = 20  # unrecorded rounds at the start of every block: the naive way's wake
+PROXY = "ours (DB_PROXY)"  # the handler in RDS Proxy mode
 
 REPORT: dict[str, Any] = {
     "name": "bench_ingest",
@@ -166,6 +170,14 @@ def load_report_app() -> ModuleType:
     return module
 
 
+def _session_state(database: Any) -> dict[str, int]:
+    """Prepared statements and session-changed settings on a handler's open connection (pinning state)."""
+    connection = database._connection  # a benchmark looking inside
+    prepared = connection.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0]
+    changed = connection.execute("SELECT count(*) FROM pg_settings WHERE source = 'session'").fetchone()[0]
+    return {"prepared_statements": prepared, "changed_settings": changed}
+
+
 # --- measuring ----------------------------------------------------------------------------------------------
 
 
@@ -215,15 +227,17 @@ def run(
     calls: Counter[str] = Counter()
     statuses: list[int] = []
     in_database: list[float] = []  # per handler call: the time spent inside its Database.run
-    timings: dict[str, list[float]] = {"ours": [], "floor": [], "naive": []}
+    timings: dict[str, list[float]] = {"ours": [], PROXY: [], "floor": [], "naive": []}
     recorded_calls: list[int] = []  # which handler calls were recorded
     with scratch_database(url, "k6exp_bench") as database, open(os.devnull, "w") as devnull:
         saved_url = os.environ.get("DATABASE_URL")
+        saved_proxy = os.environ.pop("DB_PROXY", None)  # "ours" is the direct mode
         os.environ["DATABASE_URL"] = database
         try:
             # The handler's logs and EMF metrics are written (as in Lambda), to /dev/null instead of a terminal.
             with contextlib.redirect_stdout(devnull), psycopg.connect(database) as floor_conn:
                 app = load_report_app()
+                proxy_app = load_report_app()  # a second instance: its own connection, opened in proxy mode
                 # Powertools sets a logger up once per process, on the stdout of then: point it here explicitly.
                 log_handler = app.logger.registered_handler
                 log_stream, log_handler.stream = log_handler.stream, devnull
@@ -242,10 +256,20 @@ def run(
                 # Built ahead, outside the timing: one event per handler call, each with a new Idempotency-Key.
                 handler_calls = warmup + repeat + len(blocks) * SETTLE_ROUNDS
                 events = iter([api_event(report, f"bench-{n}") for n in range(handler_calls)])
+                proxy_events = iter([api_event(report, f"bench-proxy-{n}") for n in range(handler_calls)])
 
                 def ours() -> None:
                     calls["ours"] += 1
                     statuses.append(app.lambda_handler(next(events), context)["statusCode"])
+
+                def ours_proxy() -> None:
+                    """The handler with DB_PROXY=true around each call, whenever the code reads it."""
+                    calls[PROXY] += 1
+                    os.environ["DB_PROXY"] = "true"
+                    try:
+                        statuses.append(proxy_app.lambda_handler(next(proxy_events), context)["statusCode"])
+                    finally:
+                        del os.environ["DB_PROXY"]
 
                 def floor() -> None:
                     calls["floor"] += 1
@@ -256,18 +280,24 @@ def run(
                     naive_insert(database, report)
 
                 try:
-                    interleaved({"ours": ours, "floor": floor, "naive": naive}, 0, warmup, rng)  # connect, prepare
+                    side_by_side = {"ours": ours, PROXY: ours_proxy, "floor": floor}
+                    interleaved({**side_by_side, "naive": naive}, 0, warmup, rng)  # connect, prepare
                     for rounds in blocks:
                         first = calls["ours"] + SETTLE_ROUNDS
-                        pair = interleaved({"ours": ours, "floor": floor}, rounds, SETTLE_ROUNDS, rng)
+                        block_timings = interleaved(side_by_side, rounds, SETTLE_ROUNDS, rng)
                         recorded_calls.extend(range(first, first + rounds))
-                        timings["ours"] += pair["ours"]
-                        timings["floor"] += pair["floor"]
+                        for name in side_by_side:
+                            timings[name] += block_timings[name]
                         naive_calls = max(1, rounds // naive_every)
                         timings["naive"] += interleaved({"naive": naive}, naive_calls, 0, rng)["naive"]
+                    # Session state each connection holds: what would pin it to a database connection in RDS Proxy.
+                    session_state = {
+                        name: _session_state(handler.database) for name, handler in (("ours", app), (PROXY, proxy_app))
+                    }
                 finally:
                     app.database.run = database_run
                     app.database.close()
+                    proxy_app.database.close()
                     log_handler.stream = log_stream
             rows = count_rows(database)
         finally:
@@ -275,6 +305,8 @@ def run(
                 os.environ.pop("DATABASE_URL", None)
             else:
                 os.environ["DATABASE_URL"] = saved_url
+            if saved_proxy is not None:
+                os.environ["DB_PROXY"] = saved_proxy
 
     if set(statuses) != {201} or rows != calls.total() * metrics:
         raise RuntimeError(f"benchmark did not store what it should: statuses {set(statuses)}, {rows} rows")
@@ -288,9 +320,11 @@ def run(
         "warmup": warmup,
         "variants": {name: summary(samples) for name, samples in timings.items()},
         "ours_split": {"in Database.run": summary(database_part), "rest of the handler": summary(rest)},
+        "session_state": session_state,
         "ratios": {
             "ours/floor": ratio,
             "ours/floor (paired)": paired_ratio(timings["ours"], timings["floor"]),
+            f"{PROXY}/ours (paired)": paired_ratio(timings[PROXY], timings["ours"]),
             "naive/floor": statistics.median(timings["naive"]) / statistics.median(timings["floor"]),
         },
         "goal": f"ours/floor <= {GOAL}",
@@ -311,6 +345,11 @@ def table(result: dict[str, Any]) -> str:
     for name, ratio in result["ratios"].items():
         lines.append(f"  {name:<28} {ratio:>7.2f}x")
     lines.append(f"  goal {result['goal']}: {'met' if result['meets_goal'] else 'NOT met'}")
+    for name, state in result.get("session_state", {}).items():
+        lines.append(
+            f"  {name}: {state['prepared_statements']} prepared statements, {state['changed_settings']} settings"
+            " changed on its connection (RDS Proxy pins a connection with either)"
+        )
     return "\n".join(lines)
 
 
