@@ -16,6 +16,7 @@ Run alone: `.venv/bin/python bench/cold_start.py [--repeat N]`.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -31,6 +32,8 @@ from typing import Any
 from ingest_path import REPO_ROOT, REPORT, REPORT_APP, api_event, count_rows, server_url
 
 from devkit.localdb import scratch_database
+
+TEMPLATE = REPO_ROOT / "template.yaml"
 
 METRICS = len(REPORT["metricsSummary"])
 
@@ -129,6 +132,17 @@ def spawn(code: str, event_file: Path, env: dict[str, str], *, importtime: bool 
     return result
 
 
+def function_environment(logical_id: str = "ReportFunction") -> dict[str, str]:
+    """The plain environment template.yaml gives the function (Globals included), read the way the local API does."""
+    spec = importlib.util.spec_from_file_location("bench_local_api", REPO_ROOT / "scripts" / "local_api.py")
+    local_api = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = local_api  # its dataclasses look their module up there
+    spec.loader.exec_module(local_api)
+    routes, _ = local_api.routes_from_template(TEMPLATE)
+    [environment] = {json.dumps(r.function.environment) for r in routes if r.function.logical_id == logical_id}
+    return {name: value for name, value in json.loads(environment).items() if value}
+
+
 def package_of(module: str) -> str:
     """The distribution-level name a module is counted under: `pydantic_core.core_schema` -> `pydantic_core`."""
     top = module.split(".")[0]
@@ -164,6 +178,7 @@ def run(repeat: int = 7, warmup: int = 1, profiles: int = 3) -> dict[str, Any]:
         tempfile.TemporaryDirectory(prefix="k6exp-bench-") as folder,
     ):
         env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "DB_"))}
+        env |= function_environment()  # as deployed: POWERTOOLS_*, PYDANTIC_DISABLE_PLUGINS, ...
         env["DATABASE_URL"] = database
         for round_number in range(warmup + repeat + profiles):
             order = list(CHILDREN) if round_number % 2 == 0 else list(reversed(CHILDREN))

@@ -189,3 +189,9 @@ def test_readme_documents_each_deploy_caveat() -> None:
         "--resources-to-skip",
     ):
         assert needed in deploy, f"README's Deploy to AWS section does not mention {needed}"
+
+
+def test_pydantic_skips_its_plugin_scan_in_every_function(cfn: dict[str, Any]) -> None:
+    """No pydantic plugin is used; the scan of every package's entry points would only cost cold start time."""
+    for name in resources(cfn, "AWS::Lambda::Function"):
+        assert variables(cfn, name)["PYDANTIC_DISABLE_PLUGINS"] == "__all__", name
