@@ -18,10 +18,11 @@ from pydantic import AfterValidator
 
 from experiments.config import METRICS_NAMESPACE, SERVICE_NAME
 from experiments.db import Database
+from experiments.errors import NotFound
 from experiments.http import error_responses, register_error_handlers, static_page
 from experiments.limits import MAX_COMPARE_RUNS, MAX_THRESHOLD_PCT
 from experiments.models import ComparisonReport, ExperimentPage, ReportDate, storable_text
-from experiments.query import ListFilters, NotFound, compare_variants, list_experiments
+from experiments.query import ListFilters, compare_variants, list_experiments
 
 logger = Logger(service=SERVICE_NAME)
 metrics = Metrics(namespace=METRICS_NAMESPACE)

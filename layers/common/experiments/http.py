@@ -26,8 +26,8 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
 from experiments.config import SERVICE_NAME
 from experiments.db import DatabaseUnavailable
+from experiments.errors import InvalidCursor, NotFound  # not experiments.query: the report function never reads
 from experiments.models import ErrorBody, ErrorDetail, GatewayError
-from experiments.query import InvalidCursor, NotFound
 from experiments.store import IdempotencyConflict
 
 MAX_BODY_BYTES = 256 * 1024

@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from experiments.errors import InvalidCursor
 from experiments.k6summary import HIGHER, direction
 from experiments.models import (
     ComparisonReport,
@@ -63,14 +64,6 @@ SELECT metadata->'directions' FROM experiments
 WHERE name = %(name)s AND jsonb_typeof(metadata->'directions') = 'object'
 ORDER BY "createdAt" DESC LIMIT 1
 """
-
-
-class InvalidCursor(ValueError):
-    """The cursor was not one this API handed out."""
-
-
-class NotFound(LookupError):
-    """Nothing is stored under the name asked for."""
 
 
 @dataclass(frozen=True)
