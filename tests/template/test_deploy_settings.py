@@ -48,7 +48,9 @@ def test_secret_parameter_says_what_an_rds_managed_secret_holds(cfn: dict[str, A
     assert "`username` and `password`" in text and "RDS manages" in text
     assert "the format RDS uses" not in text
     assert "Required with an RDS-managed secret" in " ".join(cfn["Parameters"]["DbHost"]["Description"].split())
-    assert cfn["Parameters"]["DbPort"]["Default"] == 5432
+    port = cfn["Parameters"]["DbPort"]
+    assert port["Default"] == ""  # the secret's port, else 5432
+    assert re.fullmatch(port["AllowedPattern"], "6432") and not re.fullmatch(port["AllowedPattern"], "0")
 
 
 def test_proxy_mode_is_a_parameter_off_by_default(cfn: dict[str, Any]) -> None:
