@@ -34,6 +34,17 @@ from ingest_path import REPO_ROOT, REPORT, REPORT_APP, api_event, count_rows, se
 from devkit.localdb import scratch_database
 
 TEMPLATE = REPO_ROOT / "template.yaml"
+# What the Lambda runtime sets and Powertools looks at (e.g. its Tracer only traces, and imports the X-Ray SDK,
+# where LAMBDA_TASK_ROOT is set): the child runs as it would in Lambda, not as a local script.
+LAMBDA_ENV = {
+    "LAMBDA_TASK_ROOT": str(REPORT_APP.parent),
+    "AWS_LAMBDA_FUNCTION_NAME": "ReportFunction",
+    "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+    "AWS_REGION": "eu-west-1",
+    "AWS_DEFAULT_REGION": "eu-west-1",
+    "_X_AMZN_TRACE_ID": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+    "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
+}
 
 METRICS = len(REPORT["metricsSummary"])
 
@@ -178,7 +189,7 @@ def run(repeat: int = 7, warmup: int = 1, profiles: int = 3) -> dict[str, Any]:
         tempfile.TemporaryDirectory(prefix="k6exp-bench-") as folder,
     ):
         env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "DB_"))}
-        env |= function_environment()  # as deployed: POWERTOOLS_*, PYDANTIC_DISABLE_PLUGINS, ...
+        env |= function_environment() | LAMBDA_ENV  # as deployed: POWERTOOLS_*, PYDANTIC_DISABLE_PLUGINS, ...
         env["DATABASE_URL"] = database
         for round_number in range(warmup + repeat + profiles):
             order = list(CHILDREN) if round_number % 2 == 0 else list(reversed(CHILDREN))
