@@ -32,6 +32,7 @@ install: $(STAMP) ## Create .venv with the runtime and dev dependencies
 
 test: $(STAMP) ## Run lint and every test (DATABASE_URL or an embedded PostgreSQL)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest
 
 unit: $(STAMP) ## Tests without I/O
@@ -45,6 +46,10 @@ e2e: $(STAMP) ## Real HTTP, real k6
 
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check .
+
+.PHONY: prisma
+prisma: $(STAMP) ## The shared table against Prisma's own tools from npm (Node >= 20.19); also part of `make test`
+	$(VENV)/bin/pytest tests/integration/test_prisma.py
 
 .PHONY: bench
 bench: $(STAMP) ## Benchmarks: warm ingest path vs the floor, cold start (DATABASE_URL, else 127.0.0.1:5432); bench/results.json
@@ -136,14 +141,35 @@ validate: $(SAM_STAMP) ## cfn-lint and sam validate --lint on template.yaml
 	$(CFN_LINT) template.yaml
 	$(SAM) validate --lint --template template.yaml
 
+# `sam local` for real: scripts/sam_local.py builds for this machine's architecture, runs `sam local invoke` on
+# every events/*.json and `sam local start-api` with HTTP checks of every route, against a scratch database on
+# DATABASE_URL (else the embedded PostgreSQL), in Docker: the engine that answers, else (as root) Debian's dockerd,
+# started with --iptables=false and stopped at the end. Lambda's base image when it can be pulled, else a stand-in
+# built once with debootstrap. As root, Debian's docker.io and debootstrap are installed when missing.
+.PHONY: sam-local
+sam-local: $(STAMP) $(SAM_STAMP) ## sam local invoke (every event) + start-api (every route) in Docker, real PostgreSQL
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  missing=; \
+	  docker info >/dev/null 2>&1 || command -v dockerd >/dev/null 2>&1 || missing="docker.io"; \
+	  command -v debootstrap >/dev/null 2>&1 || missing="$$missing debootstrap"; \
+	  if [ -n "$$missing" ]; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
+	  fi; \
+	fi
+	$(PY) scripts/sam_local.py
+
 .PHONY: openapi
 openapi: $(STAMP) ## Regenerate docs/openapi.json from the handlers (CI checks it matches)
 	$(PY) scripts/openapi.py
 
 # GET /dashboard: dashboard/index.html + uPlot from npm (pinned in dashboard/package-lock.json), built into
-# functions/query/dashboard.html, which is committed: only changing the page needs npm.
-.PHONY: dashboard
-dashboard: ## Rebuild functions/query/dashboard.html (npm ci in dashboard/, then scripts/build_dashboard.py)
+# functions/query/dashboard.html, which is committed. Changing the page needs no npm: without
+# dashboard/node_modules the build reuses the library block of the committed page.
+.PHONY: dashboard dashboard-library
+dashboard: ## Rebuild functions/query/dashboard.html after a change to dashboard/index.html (no npm needed)
+	$(PYTHON) scripts/build_dashboard.py
+
+dashboard-library: ## Rebuild it with uPlot from npm (after changing dashboard/package.json's pin)
 	cd dashboard && npm ci --ignore-scripts --no-audit --no-fund
 	$(PYTHON) scripts/build_dashboard.py
 
@@ -158,3 +184,38 @@ $(CHROMIUM):
 	  exit 1; \
 	fi
 test e2e: $(CHROMIUM)
+
+# Change points over time with Apache Otava. Otava is heavy (numpy, scipy, BigQuery and Slack clients), so it gets
+# a venv of its own, .venv-otava, never .venv or the Lambda layer; the layer's pinned requirements and the project
+# (no extras) go in next to it, plus pgserver for the embedded database when DATABASE_URL is unset. Bumping the
+# version below reinstalls it (the stamp names it).
+OTAVA_VENV := .venv-otava
+OTAVA_VERSION := 0.8.0
+PGSERVER_PIN := $(shell grep -o 'pgserver==[0-9.]*' pyproject.toml)
+OTAVA_STAMP := $(OTAVA_VENV)/.installed-otava$(OTAVA_VERSION)
+NAME ?=
+VARIANT ?=
+METRIC ?=
+RECENT ?= 3
+REGRESSIONS_ARGS ?=
+.PHONY: install-otava regressions regressions-demo
+
+$(OTAVA_STAMP): pyproject.toml layers/common/requirements.txt
+	$(PYTHON) -m venv $(OTAVA_VENV)
+	$(OTAVA_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OTAVA_VENV)/bin/python -m pip install --quiet apache-otava==$(OTAVA_VERSION) $(PGSERVER_PIN) \
+	  -r layers/common/requirements.txt -e .
+	touch $(OTAVA_STAMP)
+
+install-otava: $(OTAVA_STAMP) ## Create .venv-otava with Apache Otava (kept out of .venv and the Lambda layer)
+
+regressions: $(OTAVA_STAMP) ## Change points in NAME's history (Otava): print, store, exit 4 on a worse one in the last RECENT runs
+	@if [ -z "$(NAME)" ]; then echo "usage: make regressions NAME=<experiment> [VARIANT=] [METRIC=] [RECENT=3]"; exit 1; fi
+	$(OTAVA_VENV)/bin/python scripts/regressions.py "$(NAME)" $(if $(VARIANT),--variant "$(VARIANT)") \
+	  $(if $(METRIC),--metric "$(METRIC)") --recent $(RECENT) $(REGRESSIONS_ARGS)
+
+regressions-demo: $(OTAVA_STAMP) ## Plant a 15% regression in a generated nightly history (scratch database) and find it
+	$(OTAVA_VENV)/bin/python scripts/regressions.py --demo
+
+# tests/changepoints runs scripts/regressions.py in .venv-otava (real Otava).
+test: $(OTAVA_STAMP)

@@ -29,7 +29,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ingest_path import REPO_ROOT, REPORT, REPORT_APP, api_event, count_rows, server_url
+from ingest_path import REPO_ROOT, REPORT, REPORT_APP, count_rows, report_event, server_url
 
 from devkit.localdb import scratch_database
 
@@ -196,7 +196,7 @@ def run(repeat: int = 7, warmup: int = 1, profiles: int = 3) -> dict[str, Any]:
             profiling = round_number >= warmup + repeat
             for name in order:
                 event_file = Path(folder) / f"event-{round_number}-{name}.json"
-                event_file.write_text(json.dumps(api_event(REPORT, f"cold-{round_number}-{name}")))
+                event_file.write_text(json.dumps(report_event(REPORT, f"cold-{round_number}-{name}")))
                 sample = spawn(CHILDREN[name], event_file, env, importtime=profiling)
                 if profiling:
                     imports[name].append(sample["imports"])

@@ -1,9 +1,11 @@
-"""GET /experiments (rows, filtered and paged) and GET /experiments/compare (variants against a baseline).
+"""GET /experiments (rows, filtered and paged), GET /experiments/compare (variants against a baseline),
+GET /experiments/series (metrics over time, for charts), GET /experiments/metrics (an experiment's keys) and
+GET /experiments/changes (the change points `make regressions` stored for an experiment).
 
 GET /dashboard serves the static page functions/query/dashboard.html (built from dashboard/index.html by
 scripts/build_dashboard.py); it needs no key, the page asks for one and sends it to the two routes above.
 
-Routes only; SQL and statistics live in `experiments.query` and `experiments.stats`.
+Routes only; SQL and statistics live in `experiments.query`, `experiments.stats` and `experiments.changes`.
 """
 
 from pathlib import Path
@@ -14,23 +16,48 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import AfterValidator
+from pydantic import AfterValidator, StringConstraints
 
+from experiments.changes import stored_changes
 from experiments.config import METRICS_NAMESPACE, SERVICE_NAME
 from experiments.db import Database
 from experiments.errors import NotFound
 from experiments.http import error_responses, register_error_handlers, static_page
-from experiments.limits import MAX_COMPARE_RUNS, MAX_THRESHOLD_PCT
-from experiments.models import ComparisonReport, ExperimentPage, ReportDate, storable_text
+from experiments.limits import (
+    DEFAULT_SERIES_POINTS,
+    MAX_COMPARE_RUNS,
+    MAX_METRIC_KEY_LENGTH,
+    MAX_SERIES_METRICS,
+    MAX_SERIES_POINTS,
+    MAX_SERIES_VARIANTS,
+    MAX_THRESHOLD_PCT,
+    MAX_VARIANT_LENGTH,
+)
+from experiments.models import (
+    ChangesReport,
+    ComparisonReport,
+    ExperimentPage,
+    MetricList,
+    ReportDate,
+    SeriesReport,
+    storable_text,
+)
 from experiments.query import ListFilters, compare_variants, list_experiments
+from experiments.series import experiment_metrics, metric_series
 
 logger = Logger(service=SERVICE_NAME)
 metrics = Metrics(namespace=METRICS_NAMESPACE)
+# No X-Ray SDK (it would bring its own botocore into the layer): Lambda's active tracing records each invocation.
 app = APIGatewayRestResolver(enable_validation=True)
 register_error_handlers(app)
 database = Database()  # connects on the first request, then stays open while the instance is warm
 
 Text = Annotated[str | None, Query(min_length=1, max_length=200), AfterValidator(storable_text)]
+Name = Annotated[str, Query(min_length=1, max_length=200), AfterValidator(storable_text)]
+MetricKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_METRIC_KEY_LENGTH), AfterValidator(storable_text)
+]
+VariantName = Annotated[str, StringConstraints(max_length=MAX_VARIANT_LENGTH), AfterValidator(storable_text)]
 DASHBOARD_HTML = Path(__file__).with_name("dashboard.html")
 
 
@@ -58,7 +85,7 @@ def get_experiments(
     responses={200: {"description": "The comparison"}, **error_responses(404, 422, 503)},
 )
 def get_comparison(
-    name: Annotated[str, Query(min_length=1, max_length=200), AfterValidator(storable_text)],
+    name: Name,
     baseline: Annotated[str, Query(min_length=1, max_length=100), AfterValidator(storable_text)] = "baseline",
     runs: Annotated[int, Query(ge=1, le=MAX_COMPARE_RUNS, description="How many recent runs per variant")] = 5,
     threshold: Annotated[float, Query(ge=0, le=MAX_THRESHOLD_PCT, description="Smallest change in % to call")] = 5.0,
@@ -69,6 +96,49 @@ def get_comparison(
     if not report.metrics:
         raise NotFound(f"no experiment named {name!r}")
     return report
+
+
+@app.get(
+    "/experiments/series",
+    summary="Metrics over time per variant (only those asked for), downsampled to at most `points` per series",
+    responses={200: {"description": "One series per metric and variant"}, **error_responses(404, 422, 503)},
+)
+def get_series(
+    name: Name,
+    metric: Annotated[
+        list[MetricKey],
+        Query(min_length=1, max_length=MAX_SERIES_METRICS, description="A metric key; repeat for more"),
+    ],
+    variant: Annotated[
+        list[VariantName] | None,
+        Query(max_length=MAX_SERIES_VARIANTS, description="A variant; repeat for more (default: every variant)"),
+    ] = None,
+    points: Annotated[
+        int,
+        Query(ge=2, le=MAX_SERIES_POINTS, description="Most points per series; more runs are downsampled (min/max)"),
+    ] = DEFAULT_SERIES_POINTS,
+) -> SeriesReport:
+    return database.run(lambda conn: metric_series(conn, name, metric, variant, points=points))
+
+
+@app.get(
+    "/experiments/metrics",
+    summary="The experiment's metric keys and which way each should go",
+    responses={200: {"description": "The keys, sorted"}, **error_responses(404, 422, 503)},
+)
+def get_metrics(name: Name) -> MetricList:
+    return database.run(lambda conn: experiment_metrics(conn, name))
+
+
+@app.get(
+    "/experiments/changes",
+    summary="Change points in each variant's metrics over time (Apache Otava, stored by make regressions)",
+    responses={200: {"description": "The stored change points, oldest first"}, **error_responses(404, 422, 503)},
+)
+def get_changes(
+    name: Annotated[str, Query(min_length=1, max_length=200), AfterValidator(storable_text)],
+) -> ChangesReport:
+    return database.run(lambda conn: stored_changes(conn, name))
 
 
 @app.get("/dashboard", include_in_schema=False)

@@ -288,3 +288,47 @@ def test_compare_bad_parameters_are_422(get, query: dict[str, str], field: str) 
     answer = get("/experiments/compare", query)
     assert answer.status == 422
     assert [d["field"] for d in answer.body["details"]] == [field]
+
+
+# --- rows the Prisma backend may write (issue 10 item 7) -----------------------------------------------------
+
+# `metadata` is Prisma's `Json?`: any JSON value, or SQL NULL. Our own reports only ever store objects.
+FOREIGN_METADATA = ["[1, 2]", '"x"', "3", "true", "null", None, '{"directions": {"higher": 3, "lower": "p9*"}}']
+
+
+def test_any_json_metadata_is_read_back(get, db) -> None:
+    for i, metadata in enumerate(FOREIGN_METADATA):
+        db.execute(
+            """INSERT INTO experiments (id, name, variant, metric, value, metadata, "createdAt")
+               VALUES (%s, 'foreign', 'baseline', 'p95_ms', 100, %s::jsonb, %s)""",
+            (f"row-{i}", metadata, START + timedelta(minutes=i)),
+        )
+    answer = get("/experiments", {"name": "foreign"})
+    assert answer.status == 200, answer.body
+    by_id = {item["id"]: item["metadata"] for item in answer.body["items"]}
+    assert by_id == {
+        "row-0": [1, 2],
+        "row-1": "x",
+        "row-2": 3,
+        "row-3": True,
+        "row-4": None,
+        "row-5": None,
+        "row-6": {"directions": {"higher": 3, "lower": "p9*"}},
+    }
+
+
+def test_compare_ignores_directions_that_are_not_lists_of_globs(get, db) -> None:
+    runs(db, "odd", "baseline", {"p95_ms": [100, 100, 100]})
+    runs(db, "odd", "cached", {"p95_ms": [50, 50, 50]}, offset=10)
+    db.execute(
+        """UPDATE experiments SET metadata = '{"directions": {"higher": 3, "lower": ["p9*", 7]}}'::jsonb
+           WHERE name = 'odd'"""
+    )
+    answer = get("/experiments/compare", {"name": "odd"})
+    assert answer.status == 200, answer.body
+    assert verdicts(answer)["p95_ms", "cached"] == "better"
+    for path, query in [
+        ("/experiments/metrics", {"name": "odd"}),
+        ("/experiments/series", {"name": "odd", "metric": "p95_ms"}),
+    ]:
+        assert get(path, query).status == 200, path

@@ -1,4 +1,5 @@
-"""On a table of a million rows, every read the API makes is served by the Prisma schema's indexes."""
+"""On a table of a million rows, every read the API makes is served by an index: the Prisma schema's for the
+lists, the read model's (schema ingest) for compare, the series and the metric keys."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import psycopg
 import pytest
 
 from devkit.localdb import scratch_database
-from experiments.query import RECENT_RUNS, ListFilters, encode_cursor, list_query
+from experiments.changes import EXPERIMENT_EXISTS
+from experiments.history import HISTORY
+from experiments.query import DIRECTIONS, RECENT_RUNS, ListFilters, encode_cursor, list_query
+from experiments.series import METRIC_KEYS, SERIES_COUNTS, SERIES_POINTS
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +30,7 @@ def million(server_url: str) -> Iterator[psycopg.Connection]:
     with scratch_database(server_url, "k6exp_plans") as url, psycopg.connect(url, autocommit=True) as conn:
         conn.execute(MILLION_ROWS)
         conn.execute("ANALYZE experiments")
+        conn.execute("ANALYZE ingest.run_values, ingest.metric_counts, ingest.runs")
         yield conn
 
 
@@ -51,7 +56,34 @@ def test_list_queries_use_an_index(million, filters: ListFilters, cursor: str | 
     assert "experiments_" in text and "_idx" in text, text
 
 
-def test_compare_query_uses_the_name_index(million) -> None:
-    text = plan(million, psycopg.sql.SQL(RECENT_RUNS), {"name": "exp_7", "runs": 5})
-    assert "Seq Scan" not in text, text
-    assert "experiments_name_idx" in text, text
+READ_MODEL_CASES = {
+    "compare": (RECENT_RUNS, {"name": "exp_7", "runs": 5}, "run_values_series_idx"),
+    "directions": (DIRECTIONS, {"name": "exp_7"}, "runs_directions_idx"),
+    "series counts": (
+        SERIES_COUNTS,
+        {"name": "exp_7", "metrics": ["metric_7"], "variants": None, "max_variant_length": 100},
+        "metric_counts",
+    ),
+    "series values": (
+        SERIES_POINTS,
+        {"name": "exp_7", "metrics": ["metric_7", "metric_7"], "variants": ["variant_2", "variant_3"], "points": 600},
+        "run_values_series_idx",
+    ),
+    "metric keys": (METRIC_KEYS, {"name": "exp_7", "limit": 5001}, "metric_counts"),
+    "history": (HISTORY, {"name": "exp_7", "variant": None, "metric": None}, "run_values_series_idx"),
+    "history of one series": (
+        HISTORY,
+        {"name": "exp_7", "variant": "variant_2", "metric": "metric_7"},
+        "run_values_series_idx",
+    ),
+    "changes: experiment exists": (EXPERIMENT_EXISTS, {"name": "exp_7"}, "metric_counts"),
+}
+
+
+@pytest.mark.parametrize(("query", "params", "index"), READ_MODEL_CASES.values(), ids=READ_MODEL_CASES.keys())
+def test_read_model_queries_use_its_indexes(million, query: str, params: dict, index: str) -> None:
+    """No scan of the values; the counts here are 200 rows (one metric and variant per name), read whole."""
+    text = plan(million, psycopg.sql.SQL(query), params)
+    assert "Seq Scan on run_values" not in text, text
+    assert index in text, text
+    assert "on experiments" not in text, text

@@ -53,9 +53,9 @@ def test_secret_parameter_says_what_an_rds_managed_secret_holds(cfn: dict[str, A
     assert re.fullmatch(port["AllowedPattern"], "6432") and not re.fullmatch(port["AllowedPattern"], "0")
 
 
-def test_proxy_mode_is_a_parameter_off_by_default(cfn: dict[str, Any]) -> None:
+def test_proxy_mode_is_a_parameter_told_by_the_endpoint_by_default(cfn: dict[str, Any]) -> None:
     parameter = cfn["Parameters"]["DbProxy"]
-    assert parameter["Default"] == "false" and sorted(parameter["AllowedValues"]) == ["false", "true"]
+    assert parameter["Default"] == "auto" and sorted(parameter["AllowedValues"]) == ["auto", "false", "true"]
     for name in database_functions(cfn):
         assert variables(cfn, name)["DB_PROXY"] == {"Ref": "DbProxy"}, name
 

@@ -40,6 +40,16 @@ def test_ci_runs_make_test_and_make_validate_on_pull_requests_against_postgres()
     assert "make test" in commands and "make validate" in commands
     versions = next(step for step in job["steps"] if "setup-python" in step.get("uses", ""))["with"]["python-version"]
     assert "3.12" in versions.split()  # sam build and the built-function tests need the Lambda runtime's Python
+    node = next(step for step in job["steps"] if "setup-node" in step.get("uses", ""))["with"]["node-version"]
+    assert int(str(node).split(".")[0]) >= 20  # tests/integration/test_prisma.py: Prisma 7 needs Node >= 20.19
+
+
+def test_ci_runs_make_sam_local_after_the_tests() -> None:
+    [job] = workflow("ci.yml")["jobs"].values()
+    commands = [step.get("run", "") for step in job["steps"]]
+    assert commands.index("make sam-local") > commands.index("make test")
+    ci_run = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert ci_run.index("make sam-local") > ci_run.index("make test")
 
 
 def test_k6_workflow_installs_k6_with_grafanas_action_and_keeps_the_summary() -> None:
@@ -142,3 +152,26 @@ def test_k6_workflow_report_step_is_a_valid_reporter_call(tmp_path: Path) -> Non
     assert (payload["name"], payload["variant"]) == ("lru_cache", "cached")
     assert payload["metadata"]["environment"] == "staging"
     assert "not-printed" not in done.stdout + done.stderr
+
+
+def test_nightly_workflow_runs_k6_reports_and_looks_for_change_points() -> None:
+    document = workflow("k6-nightly.yml")
+    assert "schedule" in triggers(document) and "workflow_dispatch" in triggers(document)
+    [job] = document["jobs"].values()
+    assert job["env"]["EXPERIMENTS_API_KEY"] == "${{ secrets.EXPERIMENTS_API_KEY }}"
+    assert "DATABASE_URL" not in job["env"]  # only the step that reads the history gets it
+    by_name = steps(job)
+    assert "--summary-export=results.json" in by_name["Run k6"]["run"]
+    assert by_name["Report the run to the experiments API"]["run"].startswith("python scripts/report_k6_result.py")
+    regressions = by_name["Change points over time (Apache Otava)"]
+    assert regressions["run"].startswith("make regressions ") and "${{" not in regressions["run"]
+    assert regressions["env"]["DATABASE_URL"] == "${{ secrets.EXPERIMENTS_DATABASE_URL }}"
+    # Otava's own Slack notifier, configured only through secrets (and the channel variable).
+    assert regressions["env"]["SLACK_WEBHOOK_URL"] == "${{ secrets.SLACK_WEBHOOK_URL }}"
+    assert regressions["env"]["SLACK_BOT_TOKEN"] == "${{ secrets.SLACK_BOT_TOKEN }}"
+    names = list(by_name)
+    assert (
+        names.index("Run k6")
+        < names.index("Report the run to the experiments API")
+        < names.index("Change points over time (Apache Otava)")
+    )

@@ -2,7 +2,7 @@
 
 Cold start is mostly imports (`make bench` prints the breakdown). The X-Ray SDK, botocore and boto3 (Secrets
 Manager is reached only when `DB_SECRET_ARN` is set, on the first connect) and the read side's modules
-(queries, statistics, the k6 key mapping) are not needed to store a report, so a fresh interpreter that imports
+(queries, statistics, series, change points) are not needed to store a report, so a fresh interpreter that imports
 the handler must not have loaded them.
 """
 
@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # bare `botocore` package (its __init__, under a millisecond) to hook its user agent in, no client or session.
 AWS_SDK = ["aws_xray_sdk", "botocore.", "boto3"]
 NOT_ON_THE_COLD_PATH = {
-    "report": [*AWS_SDK, "experiments.query", "experiments.stats", "experiments.k6summary"],
+    "report": [*AWS_SDK, "experiments.query", "experiments.stats", "experiments.series", "experiments.changes"],
     "query": AWS_SDK,
     "authorizer": [*AWS_SDK, "psycopg", "pydantic"],
 }

@@ -11,3 +11,7 @@ class InvalidCursor(ValueError):
 
 class NotFound(LookupError):
     """Nothing is stored under the name asked for."""
+
+
+class TooManySeries(ValueError):
+    """The metrics and variants asked for make more series than one response may hold."""

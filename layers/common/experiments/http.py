@@ -26,7 +26,7 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
 from experiments.config import SERVICE_NAME
 from experiments.db import DatabaseUnavailable
-from experiments.errors import InvalidCursor, NotFound  # not experiments.query: the report function never reads
+from experiments.errors import InvalidCursor, NotFound, TooManySeries  # not the read side's modules
 from experiments.models import ErrorBody, ErrorDetail, GatewayError
 from experiments.store import IdempotencyConflict
 
@@ -144,6 +144,13 @@ def register_error_handlers(app: APIGatewayRestResolver) -> None:
         return error_response(
             HTTPStatus.BAD_REQUEST, "invalid_parameter", f"invalid cursor: {error}",
             [ErrorDetail(field="query cursor", reason=str(error))],
+        )  # fmt: skip
+
+    @app.exception_handler(TooManySeries)
+    def too_many_series(error: TooManySeries) -> Response:
+        return error_response(
+            HTTPStatus.UNPROCESSABLE_ENTITY, "validation_failed", str(error),
+            [ErrorDetail(field="query metric", reason=str(error))],
         )  # fmt: skip
 
     @app.exception_handler(NotFound)

@@ -26,6 +26,15 @@ CREATE TABLE IF NOT EXISTS ingest.schema_migrations (
 LOCK = "SELECT pg_advisory_xact_lock(%s)"
 APPLIED_VERSIONS = "SELECT version FROM ingest.schema_migrations"
 RECORD_VERSION = "INSERT INTO ingest.schema_migrations (version) VALUES (%s)"
+# Resolved through search_path, as the unqualified names in 0001 and in Prisma's own migrations are.
+TABLE_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
+
+PRISMA_BASELINE_HINT = """\
+Created the table "experiments" on a database that Prisma has never migrated (it has no _prisma_migrations).
+If the Prisma backend shares this database, baseline it once before its first deploy, or its
+`prisma migrate deploy` stops with P3005 (the schema is not empty):
+    npx prisma migrate resolve --applied <its first migration, the one that creates experiments>
+See the README, "Sharing the database with the Prisma backend"."""
 
 
 def migration_files(migrations_dir: Path) -> list[Path]:
@@ -34,6 +43,12 @@ def migration_files(migrations_dir: Path) -> list[Path]:
     if not files:
         raise FileNotFoundError(f"no migrations in {migrations_dir}")
     return files
+
+
+def table_exists(conninfo: str, table: str) -> bool:
+    """Whether `table` (unqualified: the first schema of search_path, `public` by default) exists."""
+    with psycopg.connect(conninfo, connect_timeout=10) as conn:
+        return bool(conn.execute(TABLE_EXISTS, (table,)).fetchone()[0])
 
 
 def apply_migrations(conninfo: str, migrations_dir: Path = DEFAULT_MIGRATIONS_DIR) -> list[str]:

@@ -1,5 +1,8 @@
 """Reading experiments back: filtered, newest-first pages with a keyset cursor, and variant comparisons.
 
+Pages read `experiments` itself; comparisons read the read model in schema `ingest` (kept by triggers on
+`experiments`, see db/migrations/0003_runs_read_model.sql), whose cost does not grow with the history.
+
 Pages are ordered by ("createdAt", id) descending and the cursor is the last row's pair, so a page never
 repeats or skips a row that existed when paging started, even while new reports arrive (they are newer,
 so they sort before the cursor). Queries are composed only from the constant fragments below; every value
@@ -22,7 +25,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from experiments.errors import InvalidCursor
-from experiments.k6summary import HIGHER, direction
+from experiments.k6summary import HIGHER, direction, parse_key
 from experiments.models import (
     ComparisonReport,
     ExperimentPage,
@@ -44,25 +47,27 @@ FILTERS = {
 }
 NEWEST_FIRST = sql.SQL('ORDER BY "createdAt" DESC, id DESC LIMIT %(limit)s')
 
+# The read model (db/migrations/0003_runs_read_model.sql): per metric and variant, its count and its last
+# `runs` values by one index range each. Its cost follows metrics x variants x runs asked, not the history.
 RECENT_RUNS = """
-SELECT metric, variant, value, runs
-FROM (
-    SELECT metric, variant, value, "createdAt", id,
-           row_number() OVER (PARTITION BY metric, variant ORDER BY "createdAt" DESC, id DESC) AS recency,
-           count(*) OVER (PARTITION BY metric, variant) AS runs
-    FROM experiments
-    WHERE name = %(name)s
-) AS ranked
-WHERE recency <= %(runs)s
-ORDER BY metric, variant, recency
+SELECT c.metric, c.variant, v.value, c.runs
+FROM ingest.metric_counts AS c
+CROSS JOIN LATERAL (
+    SELECT r.value, r.created_at, r.id FROM ingest.run_values AS r
+    WHERE r.name = c.name AND r.metric = c.metric AND r.variant = c.variant
+    ORDER BY r.created_at DESC, r.id DESC
+    LIMIT %(runs)s
+) AS v
+WHERE c.name = %(name)s
+ORDER BY c.metric, c.variant, v.created_at DESC, v.id DESC
 """
 
 # The globs of the latest run that said which way its own metrics should go (the reporter's
-# --higher-is-better / --lower-is-better, kept in metadata.directions).
+# --higher-is-better / --lower-is-better, kept in metadata.directions): one probe of a partial index.
 DIRECTIONS = """
-SELECT metadata->'directions' FROM experiments
-WHERE name = %(name)s AND jsonb_typeof(metadata->'directions') = 'object'
-ORDER BY "createdAt" DESC LIMIT 1
+SELECT directions FROM ingest.runs
+WHERE name = %(name)s AND directions IS NOT NULL
+ORDER BY created_at DESC LIMIT 1
 """
 
 
@@ -107,7 +112,7 @@ def list_experiments(
     more = len(rows) > limit
     rows = rows[:limit]
     items = [
-        ExperimentRow(**{**row, "value": float(row["value"]), "createdAt": _iso(row["createdAt"])}) for row in rows
+        ExperimentRow(**{**row, "value": float(row["value"]), "createdAt": iso_utc(row["createdAt"])}) for row in rows
     ]
     next_cursor = encode_cursor(rows[-1]["createdAt"], rows[-1]["id"]) if more else None
     return ExperimentPage(items=items, nextCursor=next_cursor)
@@ -123,8 +128,7 @@ def compare_variants(
         recent.setdefault(metric, {}).setdefault(variant, []).append(float(Decimal(value)))
         totals[metric, variant] = count
 
-    row = connection.execute(DIRECTIONS, {"name": name}).fetchone() if recent else None
-    globs = row[0] if row else {}
+    globs = latest_directions(connection, name) if recent else {}
 
     metrics = []
     for metric, by_variant in recent.items():
@@ -147,9 +151,30 @@ def compare_variants(
                 )
             )
         higher = None if way is None else way == HIGHER
-        metrics.append(MetricComparison(metric=metric, higherIsBetter=higher, variants=summaries))
+        k6_metric, tags, stat = parse_key(metric)
+        metrics.append(
+            MetricComparison(
+                metric=metric, k6Metric=k6_metric, tags=dict(tags), stat=stat, higherIsBetter=higher, variants=summaries
+            )
+        )
     return ComparisonReport(name=name, baseline=baseline, runs=runs, thresholdPct=threshold_pct, metrics=metrics)
 
 
-def _iso(moment: datetime) -> str:
+def latest_directions(connection: psycopg.Connection, name: str) -> dict[str, list[str]]:
+    """The `{"higher": [...], "lower": [...]}` globs of the experiment's latest run that gave any, else {}.
+
+    Our reports are checked on the way in, but the Prisma backend may write any JSON into metadata: a way
+    that is not a list counts as no globs, and only the strings of a list are globs.
+    """
+    row = connection.execute(DIRECTIONS, {"name": name}).fetchone()
+    if row is None:
+        return {}
+    return {
+        way: [glob for glob in globs if isinstance(glob, str)]
+        for way, globs in row[0].items()
+        if way in ("higher", "lower") and isinstance(globs, list)
+    }
+
+
+def iso_utc(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds") + "Z"
