@@ -138,6 +138,13 @@ def test_functions_holding_database_connections_have_reserved_concurrency(cfn: d
     assert defaults == {"ReportFunction": 10, "QueryFunction": 5}
     assert sum(defaults.values()) + 1 == 16
     assert "ReservedConcurrentExecutions" not in cfn["Resources"]["AuthorizerFunction"]["Properties"]
+    # Reaching the reservation is an alarm: the function was throttled, API Gateway answered 500.
+    throttles = {
+        alarm["Properties"]["Dimensions"][0]["Value"]["Ref"]
+        for alarm in resources(cfn, "AWS::CloudWatch::Alarm").values()
+        if alarm["Properties"]["MetricName"] == "Throttles"
+    }
+    assert throttles == set(API_DATABASE_FUNCTIONS)
 
 
 # --- SnapStart, logging role ------------------------------------------------------------------------------------
