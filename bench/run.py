@@ -41,7 +41,7 @@ BENCHMARKS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {"repeat": 1000, "warmup": 50, "proxy": True},
         {"repeat": 150, "warmup": 20, "proxy": True},
     ),
-    "cold_start": ("cold_start", {"repeat": 30, "warmup": 3}, {"repeat": 6, "warmup": 1}),
+    "cold_start": ("cold_start", {"repeat": 7, "warmup": 1, "profiles": 3}, {"repeat": 3, "warmup": 1, "profiles": 1}),
     "throughput": ("ingest_throughput", {"vus": (20, 50), "duration": "15s"}, {"vus": (20,), "duration": "5s"}),
     "read_history": (
         "read_history",

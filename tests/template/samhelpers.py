@@ -19,6 +19,7 @@ SAM_VENV = REPO_ROOT / ".venv-sam"
 # What a user would pass for the parameters without defaults (any syntactically valid values do offline).
 DEPLOY_PARAMETERS = {
     "DbSecretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:k6-experiments-db-AbCdEf",
+    "DbName": "app",
     "SubnetIds": "subnet-0123456789abcdef0,subnet-0fedcba9876543210",
     "SecurityGroupIds": "sg-0123456789abcdef0",
 }

@@ -217,3 +217,18 @@ def test_built_authorizer_finds_the_key(
     assert "result" in outcome, outcome.get("traceback")
     assert outcome["result"]["policyDocument"]["Statement"][0]["Effect"] == effect
     assert outcome["result"].get("usageIdentifierKey") == key
+
+
+@pytest.mark.parametrize("architecture", ["arm64", "x86_64"])
+def test_layer_ships_the_certs_folder_and_psycopgs_openssl_has_no_roots_of_its_own_in_lambda(
+    sam_builds: dict[str, Path], architecture: str
+) -> None:
+    """DB_CA_BUNDLE names /opt/python/certs/<file>; without one, SSL_CERT_FILE must give libpq its roots.
+
+    The OpenSSL in psycopg's wheel looks for default roots under its build-time OPENSSLDIR, which no Lambda
+    runtime has: if a new wheel changes that, the template's SSL_CERT_FILE needs a second look.
+    """
+    layer_python = sam_builds[architecture] / "CommonLayer" / "python"  # /opt/python in Lambda
+    assert (layer_python / "certs" / "README.md").is_file()
+    [libcrypto] = (layer_python / "psycopg_binary.libs").glob("libcrypto-*.so*")
+    assert b'OPENSSLDIR: "/usr/lib/psycopg-openssl"' in libcrypto.read_bytes()

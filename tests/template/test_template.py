@@ -14,6 +14,14 @@ from template.samhelpers import REPO_ROOT, transform
 
 from experiments.limits import MAX_BODY_BYTES
 
+# What the functions read (experiments.config) and the parameter that sets it.
+DATABASE_VARIABLES = {
+    "DB_SECRET_ARN": "DbSecretArn",
+    "DB_HOST": "DbHost",
+    "DB_PORT": "DbPort",
+    "DB_NAME": "DbName",
+    "DB_PROXY": "DbProxy",
+}
 # Routes that are meant to be public (the dashboard page asks for the key itself). Everything else is data.
 PUBLIC_ROUTES = {("get", "/dashboard")}
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "x-amazon-apigateway-any-method"}
@@ -37,15 +45,32 @@ def methods(cfn: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
                 yield method, path, operation
 
 
+def unconditional(policy: dict[str, Any]) -> dict[str, Any]:
+    """A role's policy, or the policy inside `{"Fn::If": [condition, policy, NoValue]}`."""
+    if "Fn::If" in policy:
+        _, policy, otherwise = policy["Fn::If"]
+        assert otherwise == {"Ref": "AWS::NoValue"}
+    return policy
+
+
 def statements(cfn: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     """Every IAM statement the stack creates inline (roles' policies and standalone policies)."""
     for name, role in resources(cfn, "AWS::IAM::Role").items():
         for policy in role["Properties"].get("Policies", []):
-            for statement in policy["PolicyDocument"]["Statement"]:
+            for statement in unconditional(policy)["PolicyDocument"]["Statement"]:
                 yield name, statement
     for name, policy in resources(cfn, "AWS::IAM::Policy").items():
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
             yield name, statement
+
+
+def of_function(cfn: dict[str, Any], type_: str, function: str) -> dict[str, dict[str, Any]]:
+    """The resources of `type_` (aliases, versions) that belong to one function."""
+    return {
+        name: res
+        for name, res in resources(cfn, type_).items()
+        if res["Properties"]["FunctionName"] == {"Ref": function}
+    }
 
 
 def as_list(value: Any) -> list[Any]:
@@ -156,11 +181,13 @@ def test_api_gateway_refuses_a_too_large_body_like_the_handler(cfn: dict[str, An
     assert str(MAX_BODY_BYTES) in body["message"]
 
 
-def test_report_route_invokes_the_report_function(cfn: dict[str, Any]) -> None:
+def test_report_route_invokes_the_report_functions_published_alias(cfn: dict[str, Any]) -> None:
     operation = {(m, p): op for m, p, op in methods(cfn)}[("post", "/experiments/report")]
     integration = operation["x-amazon-apigateway-integration"]
     assert integration["type"] == "aws_proxy"
-    assert "${ReportFunction.Arn}" in integration["uri"]["Fn::Sub"]
+    # The alias points at a published version: what SnapStart snapshots (and what the API runs either way).
+    assert "${ReportFunctionAliaslive}" in integration["uri"]["Fn::Sub"]
+    assert cfn["Resources"]["ReportFunctionAliaslive"]["Properties"]["FunctionName"] == {"Ref": "ReportFunction"}
 
 
 def test_access_logs_are_json_lines_in_their_own_log_group(cfn: dict[str, Any]) -> None:
@@ -250,8 +277,8 @@ def test_database_functions_run_in_the_vpc_with_the_secret_and_proxy_settings(cf
             "SecurityGroupIds": {"Ref": "SecurityGroupIds"},
         }
         variables = properties["Environment"]["Variables"]
-        assert variables["DB_SECRET_ARN"] == {"Ref": "DbSecretArn"}
-        assert variables["DB_HOST"] == {"Ref": "DbHost"}
+        for variable, parameter in DATABASE_VARIABLES.items():
+            assert variables[variable] == {"Ref": parameter}, (name, variable)
         assert variables["DATABASE_URL"] == ""  # declared for `sam local --env-vars` only
         role = cfn["Resources"][f"{name}Role"]["Properties"]
         assert any("AWSLambdaVPCAccessExecutionRole" in str(arn) for arn in role["ManagedPolicyArns"])
@@ -265,13 +292,13 @@ def test_database_functions_run_in_the_vpc_with_the_secret_and_proxy_settings(cf
 def test_migrations_run_as_a_custom_resource_that_cannot_hang_the_stack(cfn: dict[str, Any]) -> None:
     resource = cfn["Resources"]["DatabaseMigrations"]
     properties = resource["Properties"]
-    alias_name, alias = the_one(cfn, "AWS::Lambda::Alias")
-    version_name, _ = the_one(cfn, "AWS::Lambda::Version")
-    assert alias["Properties"]["FunctionName"] == {"Ref": "MigrateFunction"}
+    [alias_name] = of_function(cfn, "AWS::Lambda::Alias", "MigrateFunction")
+    [version_name] = of_function(cfn, "AWS::Lambda::Version", "MigrateFunction")
     assert properties["ServiceToken"] == {"Ref": alias_name}  # stable: ServiceToken cannot be updated
     # A new function version (new code or SQL) or another database changes a property -> an Update -> migrate.
     assert properties["CodeVersion"] == {"Ref": version_name}
-    assert properties["DbSecretArn"] == {"Ref": "DbSecretArn"} and properties["DbHost"] == {"Ref": "DbHost"}
+    for parameter in ("DbSecretArn", "DbHost", "DbPort", "DbName"):
+        assert properties[parameter] == {"Ref": parameter}
     timeout = cfn["Resources"]["MigrateFunction"]["Properties"]["Timeout"]
     assert timeout < properties["ServiceTimeout"] <= 900
     _, invoke_config = the_one(cfn, "AWS::Lambda::EventInvokeConfig")
@@ -303,7 +330,8 @@ def test_alarms_watch_api_5xx_and_function_errors(cfn: dict[str, Any]) -> None:
     api_functions = {"AuthorizerFunction"} | {
         name
         for name, function in resources(cfn, "AWS::Lambda::Function").items()
-        if any(f"${{{name}.Arn}}" in str(op.get("x-amazon-apigateway-integration", {})) for _, _, op in methods(cfn))
+        for _, _, op in methods(cfn)
+        if re.search(rf"\$\{{{name}(\.Arn|Alias\w+)\}}", str(op.get("x-amazon-apigateway-integration", {})))
     }
     assert "ReportFunction" in api_functions
     for name in api_functions:

