@@ -38,6 +38,7 @@ from ingest_path import LambdaContext, interleaved, paired_ratio, server_url, su
 from psycopg.types.json import Jsonb
 
 from devkit.localdb import scratch_database
+from devkit.reference_queries import RECENT_RUNS_OVER_EXPERIMENTS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 QUERY_APP = REPO_ROOT / "functions" / "query" / "app.py"
@@ -59,19 +60,6 @@ FROM generate_series(1, %(runs)s) AS r,
      unnest(%(keys)s::text[]) AS k(key)
 """
 
-# The query compare ran before the read model: it ranks every row of the experiment.
-BEFORE_RECENT_RUNS = """
-SELECT metric, variant, value, runs
-FROM (
-    SELECT metric, variant, value, "createdAt", id,
-           row_number() OVER (PARTITION BY metric, variant ORDER BY "createdAt" DESC, id DESC) AS recency,
-           count(*) OVER (PARTITION BY metric, variant) AS runs
-    FROM experiments
-    WHERE name = %(name)s
-) AS ranked
-WHERE recency <= %(runs)s
-ORDER BY metric, variant, recency
-"""
 
 WRITE = """
 INSERT INTO experiments (id, name, variant, metric, value, metadata, "createdAt")
@@ -167,8 +155,8 @@ def run(repeat: int = 60, warmup: int = 5, before_repeat: int = 5, filler_rows: 
             )
             timings |= interleaved(
                 {
-                    "before: SQL on experiments, 1,000 runs": query(BEFORE_RECENT_RUNS, "history_1000"),
-                    "before: SQL on experiments, 10 runs": query(BEFORE_RECENT_RUNS, "history_10"),
+                    "before: SQL on experiments, 1,000 runs": query(RECENT_RUNS_OVER_EXPERIMENTS, "history_1000"),
+                    "before: SQL on experiments, 10 runs": query(RECENT_RUNS_OVER_EXPERIMENTS, "history_10"),
                 },
                 before_repeat,
                 1,

@@ -24,6 +24,7 @@ import psycopg
 import pytest
 
 from devkit.localdb import scratch_database
+from devkit.reference_queries import RECENT_RUNS_OVER_EXPERIMENTS
 from experiments.limits import (
     LAMBDA_RESPONSE_BYTES,
     MAX_METRIC_KEY_LENGTH,
@@ -233,25 +234,11 @@ def test_migration_builds_the_model_of_stored_rows(server_url: str, tmp_path: Pa
 
 # --- compare reads the model and answers as before -----------------------------------------------------------
 
-# The query compare ran over `experiments` before the read model: the reference for its answers.
-OLD_RECENT_RUNS = """
-SELECT metric, variant, value, runs
-FROM (
-    SELECT metric, variant, value, "createdAt", id,
-           row_number() OVER (PARTITION BY metric, variant ORDER BY "createdAt" DESC, id DESC) AS recency,
-           count(*) OVER (PARTITION BY metric, variant) AS runs
-    FROM experiments
-    WHERE name = %(name)s
-) AS ranked
-WHERE recency <= %(runs)s
-ORDER BY metric, variant, recency
-"""
-
 
 def reference_compare(conn: psycopg.Connection, name: str, runs: int) -> list[tuple]:
     """(metric, variant, runs, latest, median) per metric and variant, from the rows themselves."""
     found: dict[tuple[str, str], tuple[int, list[float]]] = {}
-    for metric, variant, value, count in conn.execute(OLD_RECENT_RUNS, {"name": name, "runs": runs}):
+    for metric, variant, value, count in conn.execute(RECENT_RUNS_OVER_EXPERIMENTS, {"name": name, "runs": runs}):
         found.setdefault((metric, variant), (count, []))[1].append(float(Decimal(value)))
     return sorted((m, v, n, values[0], median(values)) for (m, v), (n, values) in found.items())
 
