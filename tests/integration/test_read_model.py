@@ -381,7 +381,7 @@ def test_the_largest_series_answer_stays_under_lambdas_6_mb(query_app, db) -> No
     metrics = [f"{i:02d}" + char * (MAX_METRIC_KEY_LENGTH - 2) for i in range(metric_count)]
     variants = [f"{i:02d}" + "\u00e9" * (MAX_VARIANT_LENGTH - 2) for i in range(variant_count)]
     per_series = MAX_SERIES_TOTAL_POINTS // (metric_count * variant_count)
-    insert_series(db, "huge", variants, metrics, per_series * 3, value_sql="-999999.9999 + mod(i, 2) * 0.0002")
+    insert_series(db, "huge", variants, metrics, per_series + 2, value_sql="-999999.9999 + mod(i, 2) * 0.0002")
     event = get_event("/experiments/series", {"name": "huge"})
     event["multiValueQueryStringParameters"] = {"name": ["huge"], "metric": metrics, "points": ["2000"]}
     event["queryStringParameters"] = {"name": "huge", "metric": metrics[-1], "points": "2000"}
@@ -409,3 +409,12 @@ def test_metrics_lists_the_keys_with_their_directions(get, db) -> None:
         ],
         "truncated": False,
     }
+
+
+def test_directions_written_past_the_api_that_are_not_globs_count_as_none(get, db) -> None:
+    db.execute(
+        """INSERT INTO experiments (id, name, variant, metric, value, metadata) VALUES
+           ('odd', 'odd', 'baseline', 'x', 1, '{"directions": {"higher": 5, "lower": ["x", 7]}}')"""
+    )
+    assert get("/experiments/metrics", {"name": "odd"}).body["metrics"] == [{"metric": "x", "higherIsBetter": False}]
+    assert get("/experiments/compare", {"name": "odd"}).body["metrics"][0]["higherIsBetter"] is False
