@@ -141,9 +141,13 @@ openapi: $(STAMP) ## Regenerate docs/openapi.json from the handlers (CI checks i
 	$(PY) scripts/openapi.py
 
 # GET /dashboard: dashboard/index.html + uPlot from npm (pinned in dashboard/package-lock.json), built into
-# functions/query/dashboard.html, which is committed: only changing the page needs npm.
-.PHONY: dashboard
-dashboard: ## Rebuild functions/query/dashboard.html (npm ci in dashboard/, then scripts/build_dashboard.py)
+# functions/query/dashboard.html, which is committed. Changing the page needs no npm: without
+# dashboard/node_modules the build reuses the library block of the committed page.
+.PHONY: dashboard dashboard-library
+dashboard: ## Rebuild functions/query/dashboard.html after a change to dashboard/index.html (no npm needed)
+	$(PYTHON) scripts/build_dashboard.py
+
+dashboard-library: ## Rebuild it with uPlot from npm (after changing dashboard/package.json's pin)
 	cd dashboard && npm ci --ignore-scripts --no-audit --no-fund
 	$(PYTHON) scripts/build_dashboard.py
 
@@ -158,3 +162,38 @@ $(CHROMIUM):
 	  exit 1; \
 	fi
 test e2e: $(CHROMIUM)
+
+# Change points over time with Apache Otava. Otava is heavy (numpy, scipy, BigQuery and Slack clients), so it gets
+# a venv of its own, .venv-otava, never .venv or the Lambda layer; the layer's pinned requirements and the project
+# (no extras) go in next to it, plus pgserver for the embedded database when DATABASE_URL is unset. Bumping the
+# version below reinstalls it (the stamp names it).
+OTAVA_VENV := .venv-otava
+OTAVA_VERSION := 0.8.0
+PGSERVER_PIN := $(shell grep -o 'pgserver==[0-9.]*' pyproject.toml)
+OTAVA_STAMP := $(OTAVA_VENV)/.installed-otava$(OTAVA_VERSION)
+NAME ?=
+VARIANT ?=
+METRIC ?=
+RECENT ?= 3
+REGRESSIONS_ARGS ?=
+.PHONY: install-otava regressions regressions-demo
+
+$(OTAVA_STAMP): pyproject.toml layers/common/requirements.txt
+	$(PYTHON) -m venv $(OTAVA_VENV)
+	$(OTAVA_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OTAVA_VENV)/bin/python -m pip install --quiet apache-otava==$(OTAVA_VERSION) $(PGSERVER_PIN) \
+	  -r layers/common/requirements.txt -e .
+	touch $(OTAVA_STAMP)
+
+install-otava: $(OTAVA_STAMP) ## Create .venv-otava with Apache Otava (kept out of .venv and the Lambda layer)
+
+regressions: $(OTAVA_STAMP) ## Change points in NAME's history (Otava): print, store, exit 4 on a worse one in the last RECENT runs
+	@if [ -z "$(NAME)" ]; then echo "usage: make regressions NAME=<experiment> [VARIANT=] [METRIC=] [RECENT=3]"; exit 1; fi
+	$(OTAVA_VENV)/bin/python scripts/regressions.py "$(NAME)" $(if $(VARIANT),--variant "$(VARIANT)") \
+	  $(if $(METRIC),--metric "$(METRIC)") --recent $(RECENT) $(REGRESSIONS_ARGS)
+
+regressions-demo: $(OTAVA_STAMP) ## Plant a 15% regression in a generated nightly history (scratch database) and find it
+	$(OTAVA_VENV)/bin/python scripts/regressions.py --demo
+
+# tests/changepoints runs scripts/regressions.py in .venv-otava (real Otava).
+test: $(OTAVA_STAMP)

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ingest_path import METRICS, REPO_ROOT, REPORT, REPORT_APP, api_event, bench_database, count_rows, server_url
+from ingest_path import METRICS, REPO_ROOT, REPORT, REPORT_APP, bench_database, count_rows, report_event, server_url
 
 # The child's first line starts the clock; its answer is printed to stderr as one JSON line prefixed "BENCH ".
 OURS = """
@@ -117,7 +117,7 @@ def run(repeat: int = 30, warmup: int = 3) -> dict[str, Any]:
             order = list(CHILDREN) if round_number % 2 == 0 else list(reversed(CHILDREN))
             for name in order:
                 event_file = Path(folder) / f"event-{round_number}-{name}.json"
-                event_file.write_text(json.dumps(api_event(REPORT, f"cold-{round_number}-{name}")))
+                event_file.write_text(json.dumps(report_event(REPORT, f"cold-{round_number}-{name}")))
                 sample = spawn(CHILDREN[name], event_file, env)
                 if round_number >= warmup:
                     samples[name].append(sample)

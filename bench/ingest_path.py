@@ -12,15 +12,15 @@ run, interleaved round by round (in a shuffled order) so that noise on a shared 
 The figure that matters is median(ours) / median(floor); the goal is at most 1.3. Ours is also split into the
 time inside its `Database.run` (building the statement's parameters, the round trip, the commit) and the rest
 of the handler (Powertools routing and validation, logging, metrics, tracing), to show where the time goes.
-Run alone: `.venv/bin/python bench/ingest_path.py [--repeat N]` (DATABASE_URL, else 127.0.0.1:5432).
+With `proxy=True` (`--proxy`) the handler runs as through RDS Proxy (`DB_PROXY=true`): no session state, so the
+insert is not prepared and each call parses and plans it again; `make bench` measures both.
+Run alone: `.venv/bin/python bench/ingest_path.py [--repeat N] [--proxy]` (DATABASE_URL, else 127.0.0.1:5432).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
-import json
 import os
 import random
 import statistics
@@ -38,11 +38,11 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 
+from devkit.lambdaevents import LambdaContext, api_event, load_function
 from devkit.localdb import scratch_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPORT_APP = REPO_ROOT / "functions" / "report" / "app.py"
-EVENT_TEMPLATE = REPO_ROOT / "events" / "report_201_valid.json"
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/test"
 GOAL = 1.3
 SETTLE_ROUNDS = 20  # unrecorded rounds at the start of every block: the naive way's wake
@@ -135,35 +135,13 @@ def naive_insert(url: str, report: dict[str, Any]) -> None:
             conn.execute(NAIVE_INSERT, row)
 
 
-def api_event(report: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
-    """An API Gateway REST proxy event posting `report`, as API Gateway would send it."""
-    event = json.loads(EVENT_TEMPLATE.read_text())
-    event["headers"]["Idempotency-Key"] = idempotency_key
-    event["multiValueHeaders"]["Idempotency-Key"] = [idempotency_key]
-    event["requestContext"]["requestId"] = str(uuid.uuid4())
-    event["body"] = json.dumps(report)
-    return event
-
-
-class LambdaContext:
-    """The few attributes of the Lambda context that Powertools reads."""
-
-    function_name = "ReportFunction"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:ReportFunction"
-    aws_request_id = "00000000-0000-4000-8000-000000000000"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 10_000
-
-
 def load_report_app() -> ModuleType:
-    """Import `functions/report/app.py` as Lambda does (by file; every handler file is app.py)."""
-    spec = importlib.util.spec_from_file_location("report_app", REPORT_APP)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_function("report")
+
+
+def report_event(report: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
+    """An API Gateway event posting `report` under `idempotency_key`."""
+    return api_event(report, headers={"Idempotency-Key": idempotency_key})
 
 
 # --- measuring ----------------------------------------------------------------------------------------------
@@ -198,7 +176,12 @@ def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
 
 
 def run(
-    repeat: int = 1000, warmup: int = 50, block: int = 200, naive_every: int = 5, metrics: int = 10
+    repeat: int = 1000,
+    warmup: int = 50,
+    block: int = 200,
+    naive_every: int = 5,
+    metrics: int = 10,
+    proxy: bool = False,
 ) -> dict[str, Any]:
     """Measure the three variants against a fresh bench database and return the figures.
 
@@ -218,8 +201,9 @@ def run(
     timings: dict[str, list[float]] = {"ours": [], "floor": [], "naive": []}
     recorded_calls: list[int] = []  # which handler calls were recorded
     with scratch_database(url, "k6exp_bench") as database, open(os.devnull, "w") as devnull:
-        saved_url = os.environ.get("DATABASE_URL")
+        saved = {name: os.environ.get(name) for name in ("DATABASE_URL", "DB_PROXY")}
         os.environ["DATABASE_URL"] = database
+        os.environ["DB_PROXY"] = "true" if proxy else "false"
         try:
             # The handler's logs and EMF metrics are written (as in Lambda), to /dev/null instead of a terminal.
             with contextlib.redirect_stdout(devnull), psycopg.connect(database) as floor_conn:
@@ -241,7 +225,7 @@ def run(
                 app.database.run = timed_database_run
                 # Built ahead, outside the timing: one event per handler call, each with a new Idempotency-Key.
                 handler_calls = warmup + repeat + len(blocks) * SETTLE_ROUNDS
-                events = iter([api_event(report, f"bench-{n}") for n in range(handler_calls)])
+                events = iter([report_event(report, f"bench-{n}") for n in range(handler_calls)])
 
                 def ours() -> None:
                     calls["ours"] += 1
@@ -271,10 +255,11 @@ def run(
                     log_handler.stream = log_stream
             rows = count_rows(database)
         finally:
-            if saved_url is None:
-                os.environ.pop("DATABASE_URL", None)
-            else:
-                os.environ["DATABASE_URL"] = saved_url
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
     if set(statuses) != {201} or rows != calls.total() * metrics:
         raise RuntimeError(f"benchmark did not store what it should: statuses {set(statuses)}, {rows} rows")
@@ -283,7 +268,8 @@ def run(
     ratio = statistics.median(timings["ours"]) / statistics.median(timings["floor"])
     return {
         "benchmark": "ingest_path",
-        "description": f"warm path, {metrics}-metric report, PostgreSQL over {transport}",
+        "description": f"warm path, {metrics}-metric report, PostgreSQL over {transport}"
+        + (", proxy mode (no session state, nothing prepared)" if proxy else ""),
         "repeat": repeat,
         "warmup": warmup,
         "variants": {name: summary(samples) for name, samples in timings.items()},
@@ -319,8 +305,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--metrics", type=int, default=10, help="figures per report (10 to 1000)")
+    parser.add_argument("--proxy", action="store_true", help="as through RDS Proxy (DB_PROXY=true)")
     args = parser.parse_args(argv)
-    print(table(run(args.repeat, args.warmup, metrics=args.metrics)))
+    print(table(run(args.repeat, args.warmup, metrics=args.metrics, proxy=args.proxy)))
 
 
 if __name__ == "__main__":

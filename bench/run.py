@@ -6,10 +6,11 @@ and compare ratios, which survive a noisy one far better than absolute times do.
     .venv/bin/python bench/run.py [--only ingest_path cold_start] [--quick]
 
 Each benchmark is a module here with `run(**options) -> dict` and `table(result) -> str`, listed in BENCHMARKS
-with its options: 1 `ingest_path` (warm path vs the floor), 2 `cold_start`, 3 `ingest_throughput` (k6 through
-the local API), 4 `read_history` (compare and the first chart read against 1,000 vs 10 stored runs, on a
-table of a million rows; what the read model's triggers add to a write). A benchmark whose module is missing
-is skipped; one that fails is reported and the rest run.
+with its options: 1 `ingest_path` (warm path vs the floor; also as through RDS Proxy), 2 `cold_start`,
+3 `ingest_throughput` (k6 through the local API), 4 `read_history` (compare and the first chart read against
+1,000 vs 10 stored runs, on a table of a million rows; what the read model's triggers add to a write),
+5 `ndjson_reader` (the reporter on a 1 GB `--out json` file and its .gz vs json.loads). A benchmark whose
+module is missing is skipped; one that fails is reported and the rest run.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ BENCHMARKS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {"repeat": 300, "warmup": 20, "metrics": 300},
         {"repeat": 40, "warmup": 5, "metrics": 300},
     ),
+    "ingest_path_proxy": (
+        "ingest_path",
+        {"repeat": 1000, "warmup": 50, "proxy": True},
+        {"repeat": 150, "warmup": 20, "proxy": True},
+    ),
     "cold_start": ("cold_start", {"repeat": 30, "warmup": 3}, {"repeat": 6, "warmup": 1}),
     "throughput": ("ingest_throughput", {"vus": (20, 50), "duration": "15s"}, {"vus": (20,), "duration": "5s"}),
     "read_history": (
@@ -42,6 +48,7 @@ BENCHMARKS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {"repeat": 60, "warmup": 5, "before_repeat": 5, "filler_rows": 400_000},
         {"repeat": 10, "warmup": 2, "before_repeat": 2, "filler_rows": 0},
     ),
+    "ndjson": ("ndjson_reader", {"size_mb": 1024}, {"size_mb": 32}),
 }
 
 

@@ -2,8 +2,11 @@
 
 The dashboard is one static page that loads nothing from elsewhere (users' networks may block CDNs), so the
 chart library, uPlot (MIT), is copied into it together with its license. The library comes from the npm
-registry, pinned in dashboard/package-lock.json; `make dashboard` runs `npm ci` in dashboard/ and then this
-script. The built page is committed, so neither users nor CI need npm.
+registry, pinned in dashboard/package-lock.json. The built page is committed, so neither users nor CI need npm:
+
+- `make dashboard` (a change to the page only) reuses the library block of the committed page when
+  dashboard/node_modules is absent;
+- `make dashboard-library` (a new uPlot) runs `npm ci` in dashboard/ first, and the block comes from there.
 
     python scripts/build_dashboard.py [--output PATH] [--check]
 
@@ -45,7 +48,7 @@ def pinned_version(package_lock: Path = PACKAGE_LOCK) -> str:
 def vendor_block(library_dir: Path = LIBRARY_DIR, expected_version: str | None = None) -> str:
     """uPlot's CSS and minified script as a <style> and a <script>, each headed by the library's license."""
     if not (library_dir / "package.json").is_file():
-        raise BuildError(f"{library_dir} is missing: run `npm ci` in dashboard/ (or `make dashboard`)")
+        raise BuildError(f"{library_dir} is missing: run `npm ci` in dashboard/ (or `make dashboard-library`)")
     version = json.loads((library_dir / "package.json").read_text(encoding="utf-8"))["version"]
     if expected_version is not None and version != expected_version:
         raise BuildError(f"installed uPlot {version}, package-lock.json pins {expected_version}: run `npm ci`")
@@ -86,8 +89,19 @@ def vendored_block(page: str) -> str:
     return page[start : end + len(END)]
 
 
-def build(template: Path = TEMPLATE, library_dir: Path = LIBRARY_DIR) -> str:
-    return render(template.read_text(encoding="utf-8"), vendor_block(library_dir, pinned_version()))
+def library_block(library_dir: Path = LIBRARY_DIR, committed_page: Path = OUTPUT) -> tuple[str, str]:
+    """The library block and where it came from: npm's copy when installed, else the committed page's."""
+    if (library_dir / "package.json").is_file():
+        return vendor_block(library_dir, pinned_version()), str(library_dir)
+    if committed_page.is_file():
+        return vendored_block(committed_page.read_text(encoding="utf-8")), f"the committed {committed_page.name}"
+    raise BuildError(f"neither {library_dir} nor {committed_page} exists: run `make dashboard-library`")
+
+
+def build(template: Path = TEMPLATE, library_dir: Path = LIBRARY_DIR) -> tuple[str, str]:
+    """The page built from `template`, and where its library block came from."""
+    block, source = library_block(library_dir)
+    return render(template.read_text(encoding="utf-8"), block), source
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if --output is not what a build gives")
     args = parser.parse_args(argv)
     try:
-        page = build()
+        page, source = build()
     except BuildError as error:
         print(f"build_dashboard: {error}", file=sys.stderr)
         return 1
@@ -108,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.output} is up to date")
         return 0
     args.output.write_text(page, encoding="utf-8")
-    print(f"wrote {args.output} ({len(page.encode()) // 1024} KiB)")
+    print(f"wrote {args.output} ({len(page.encode()) // 1024} KiB; the library from {source})")
     return 0
 
 

@@ -12,6 +12,8 @@ It reads the three JSON shapes k6 writes and says which one it found:
   * `k6 run --summary-export=FILE`        metrics.<name>.{med,"p(95)",...}; thresholds {expr: true if FAILED}
   * `handleSummary(data)` -> JSON.stringify metrics.<name>.values.{...}; thresholds {expr: {"ok": bool}}
   * `--new-machine-readable-summary` (k6 1.5+) results.metrics is a list; counters carry only `count`
+and k6's raw output, `k6 run --out json=FILE` (plain or .gz), from whose samples it computes the same figures
+(scripts/k6ndjson.py: streamed, only the reported metrics' lines decoded; a cut-off last line is a warning).
 
 The body never carries "now": `date` is sent only when the file records when k6 wrote it (machine-readable
 summaries), else the API stamps its own time. Reporting the same file again (a re-run CI job) therefore
@@ -51,7 +53,6 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, NoReturn
 
 try:  # The k6 mapping and the API's limits: the API's own modules, standard library only (one mapping, not two).
@@ -59,7 +60,14 @@ try:  # The k6 mapping and the API's limits: the API's own modules, standard lib
 except ImportError:  # a bare `python3` in a checkout, without `pip install -e .`: the package is in layers/common
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "layers", "common"))
     from experiments import k6summary
+from experiments.k6ingest import normalise_utc, run_metadata
 from experiments.k6summary import finite_number
+
+try:  # k6's raw output (`--out json`): a module of its own next to this script, standard library only
+    import k6ndjson
+except ImportError:  # loaded by path (tests), without scripts/ on sys.path
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import k6ndjson
 from experiments.limits import COLUMN_DECIMALS, MAX_COMPARE_RUNS, MAX_THRESHOLD_PCT, column_value
 
 EXIT_OK = 0
@@ -157,9 +165,7 @@ def load_summary_file(path: str) -> tuple[bytes, Any]:
     return raw, doc
 
 
-def parse_summary(
-    doc: Any, path: str, include: Iterable[str] = (), exclude: Iterable[str] = ()
-) -> K6Report:
+def parse_summary(doc: Any, path: str, include: Iterable[str] = (), exclude: Iterable[str] = ()) -> K6Report:
     """Every chosen figure of any k6 summary shape, keyed by the convention of `experiments.k6summary`.
 
     Only a file with no metric at all is refused: a run without HTTP is reported with what it has.
@@ -168,6 +174,35 @@ def parse_summary(
         summary = k6summary.read_summary(doc)
     except k6summary.SummaryError as exc:
         raise SummaryError(f"{path} is {exc}") from None
+    return report_of(summary, path, include, exclude)
+
+
+def is_ndjson_file(path: str) -> bool:
+    """Whether `path` is k6's raw output (`--out json`, plain or gzipped) rather than a summary document."""
+    try:
+        with open(path, "rb") as handle:
+            return k6ndjson.is_ndjson(handle.read(64 * 1024))
+    except OSError:
+        return False  # load_summary_file says what is wrong with it
+
+
+def parse_ndjson(
+    path: str, include: Iterable[str] = (), exclude: Iterable[str] = (), warn: Callable[[str], None] = print
+) -> K6Report:
+    """Every chosen figure of a `--out json` file, computed from its samples as k6 computes its summary."""
+    try:
+        reading = k6ndjson.read_ndjson(path, k6ndjson.Selection(list(include), list(exclude)))
+    except OSError as exc:
+        raise SummaryError(f"cannot read k6 output file {path}: {exc.strerror or exc}") from None
+    except k6summary.SummaryError as exc:
+        raise SummaryError(str(exc)) from None
+    for warning in reading.warnings:
+        warn(f"warning: {warning}")
+    return report_of(reading.summary, path, include, exclude)
+
+
+def report_of(summary: k6summary.K6Summary, path: str, include: Iterable[str], exclude: Iterable[str]) -> K6Report:
+    """The reporter's view of a summary: the chosen metrics and the run's context."""
     metrics = k6summary.select_metrics(summary, include, exclude)
     if not metrics:
         raise SummaryError(f"{path} ({summary.shape}) has no metric to report")
@@ -182,20 +217,6 @@ def parse_summary(
         thresholds_passed=passed,
         thresholds_failed=failed,
     )
-
-
-def normalise_utc(value: str) -> str | None:
-    """An RFC 3339 time (Go writes up to 9 fractional digits) as `YYYY-MM-DDTHH:MM:SS.mmmZ`; None if unreadable."""
-    match = re.fullmatch(r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|z|[+-]\d\d:\d\d)", value.strip())
-    if match is None:
-        return None
-    base, fraction, offset = match.groups()
-    micros = (fraction or "").ljust(6, "0")[:6]
-    try:  # fromisoformat of Python 3.9 wants exactly 6 fractional digits and no "Z"
-        moment = datetime.fromisoformat(f"{base}.{micros}{'+00:00' if offset in ('Z', 'z') else offset}")
-    except ValueError:
-        return None
-    return format_utc(moment.timestamp())
 
 
 # --------------------------------------------------------------------------------------------- payload
@@ -259,11 +280,6 @@ def ci_run_url(env: dict[str, str]) -> str | None:
     return f"{server.rstrip('/')}/{repo}/actions/runs/{run_id}"
 
 
-def _format_seconds(seconds: float) -> str:
-    """k6-style duration string: 2.0007 -> '2.001s', 30.0 -> '30s'."""
-    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
-
-
 def build_metadata(
     summary: K6Report,
     extra: dict[str, Any],
@@ -276,34 +292,19 @@ def build_metadata(
     `directions` ({"higher": [glob], "lower": [glob]}) tells the API's verdicts which way the run's own metrics
     should go (--higher-is-better / --lower-is-better).
     """
-    metadata: dict[str, Any] = {"k6Summary": summary.shape}
-    if directions:
-        metadata["directions"] = directions
-    if summary.vus is not None:
-        metadata["vus"] = int(summary.vus) if summary.vus.is_integer() else summary.vus
-    if summary.duration_s:
-        metadata["duration"] = _format_seconds(summary.duration_s)
-    elif env.get("DURATION", "").strip():
-        metadata["duration"] = env["DURATION"].strip()
-    if summary.thresholds_passed or summary.thresholds_failed:
-        metadata["thresholds"] = {"passed": summary.thresholds_passed, "failed": summary.thresholds_failed}
-    script = k6_file or env.get(K6_FILE_ENV, "").strip() or summary.script
-    if script:
-        metadata["k6File"] = script
-    sha = git_sha(env)
-    if sha:
-        metadata["gitSha"] = sha
-    run_url = ci_run_url(env)
-    if run_url:
-        metadata["ciRunUrl"] = run_url
+    metadata = run_metadata(
+        summary.shape,
+        vus=summary.vus,
+        duration_s=summary.duration_s,
+        duration=env.get("DURATION", "").strip() or None,
+        thresholds=(summary.thresholds_passed, summary.thresholds_failed),
+        k6_file=k6_file or env.get(K6_FILE_ENV, "").strip() or summary.script,
+        git_sha=git_sha(env),
+        ci_run_url=ci_run_url(env),
+        directions=directions,
+    )
     metadata.update(extra)
     return metadata
-
-
-def format_utc(epoch_s: float) -> str:
-    """Seconds since the epoch as ISO 8601 UTC with milliseconds (the column is TIMESTAMP(3))."""
-    millis = round(epoch_s * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(millis // 1000)) + f".{millis % 1000:03d}Z"
 
 
 def build_payload(
@@ -333,6 +334,11 @@ def build_payload(
     payload["rawFile"] = raw_file
     payload["metadata"] = metadata
     return payload
+
+
+def canonical_json(payload: dict[str, Any]) -> bytes:
+    """The payload's bytes with sorted keys: the same report always gives the same bytes."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
 def idempotency_key(raw: bytes, name: str, variant: str | None) -> str:
@@ -962,8 +968,14 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> int:
     extra = parse_metadata_pairs(args.metadata)
     api_key = resolve_api_key(args.api_key, env, required=not args.dry_run)
 
-    raw, doc = load_summary_file(args.summary)
-    summary = parse_summary(doc, args.summary, include=args.metric, exclude=args.exclude_metric)
+    if is_ndjson_file(args.summary):
+        raw = None
+        summary = parse_ndjson(
+            args.summary, args.metric, args.exclude_metric, warn=lambda msg: print(msg, file=sys.stderr)
+        )
+    else:
+        raw, doc = load_summary_file(args.summary)
+        summary = parse_summary(doc, args.summary, include=args.metric, exclude=args.exclude_metric)
     metrics = clean_metrics(summary.metrics)
     directions = {way: globs for way, globs in (("higher", args.higher), ("lower", args.lower)) if globs}
     variant = args.variant.strip() if args.variant else None
@@ -976,7 +988,8 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> int:
         metadata=build_metadata(summary, extra, args.k6_file, env, directions),
         date=summary.generated_at,
     )
-    key = idempotency_key(raw, payload["name"], variant)
+    # A raw output file can be gigabytes: its key is that of what it yields (the same file, the same payload).
+    key = idempotency_key(raw if raw is not None else canonical_json(payload), payload["name"], variant)
 
     if args.dry_run:
         print(json.dumps(payload, indent=2))

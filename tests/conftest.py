@@ -8,9 +8,9 @@ so nothing left over from an earlier run matters.
 from __future__ import annotations
 
 import os
-import threading
+import subprocess
 from collections.abc import Callable, Iterator
-from http.server import ThreadingHTTPServer
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -18,12 +18,15 @@ import psycopg
 import pytest
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
+from changepoints.otavahelpers import OTAVA_PYTHON, Run, quiet_environment
 
 from devkit.localdb import embedded_server, scratch_database
+from experiments.config import secrets_provider
 from support import (
+    REPO_ROOT,
     Answer,
-    FakeSecretsManager,
     LambdaContext,
+    SecretsManager,
     api_event,
     decode,
     get_event,
@@ -108,23 +111,67 @@ def post(invoke: Callable[[dict[str, Any]], Answer]) -> Callable[..., Answer]:
 
 
 def forget_secrets() -> None:
-    """Drop Powertools' cached secrets and clients: a client made by another test points at its fake server."""
+    """Drop cached secrets and Secrets Manager clients: a client keeps the endpoint of the test that made it."""
     parameters.clear_caches()
     DEFAULT_PROVIDERS.clear()
+    secrets_provider.cache_clear()
 
 
-@pytest.fixture
-def secrets_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeSecretsManager]]:
-    """A fake Secrets Manager on 127.0.0.1 that boto3 (through Powertools parameters) talks to."""
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's server on 127.0.0.1: Secrets Manager's JSON protocol over real HTTP, one per test run."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def point_aws_at(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Send the functions' Secrets Manager calls to `endpoint`, with test credentials and a region."""
     forget_secrets()
-    FakeSecretsManager.calls, FakeSecretsManager.failing = [], False
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeSecretsManager)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", endpoint)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    yield FakeSecretsManager
-    server.shutdown()
+
+
+@pytest.fixture
+def secrets_manager(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[SecretsManager]:
+    """Secrets Manager (moto's server) that boto3, through Powertools parameters, talks to."""
+    point_aws_at(moto_endpoint, monkeypatch)
+    yield SecretsManager(moto_endpoint)
     forget_secrets()
+
+
+# --------------------------------------------------------------------------------------------- Apache Otava
+# Otava never enters .venv (or the Lambda layer): .venv-otava is created through the Makefile when missing, as
+# tests/template does for .venv-sam, and `scripts/regressions.py` runs in it as a subprocess.
+
+
+@pytest.fixture(scope="session")
+def otava_python() -> Path:
+    """.venv-otava's interpreter, the venv created through `make install-otava` when missing."""
+    done = subprocess.run(
+        ["make", "--no-print-directory", "install-otava"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, f"make install-otava failed:\n{done.stdout}\n{done.stderr}"
+    return OTAVA_PYTHON
+
+
+@pytest.fixture
+def regressions(otava_python: Path, database_url: str) -> Callable[..., Run]:
+    """Run `scripts/regressions.py ARGS...` in .venv-otava against the test database."""
+
+    def call(*args: str, env: dict[str, str] | None = None) -> Run:
+        done = subprocess.run(
+            [str(otava_python), str(REPO_ROOT / "scripts" / "regressions.py"), *args],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
+            env={**quiet_environment(), "DATABASE_URL": database_url, **(env or {})},
+        )  # fmt: skip
+        return Run(done.returncode, done.stdout, done.stderr)
+
+    return call

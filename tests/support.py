@@ -2,62 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
+import select
+import shutil
+import socket
+import ssl
+import subprocess
 import sys
 import tempfile
+import threading
+import time
 import uuid
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import psycopg
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-EVENTS_DIR = REPO_ROOT / "events"
+from devkit.lambdaevents import EVENTS_DIR, REPO_ROOT, LambdaContext, api_event, get_event, load_function
+from experiments.k6summary import parse_key, split_series
 
-
-class LambdaContext:
-    """The few attributes of the Lambda context that Powertools reads."""
-
-    function_name = "ReportFunction"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:ReportFunction"
-    aws_request_id = "00000000-0000-4000-8000-000000000000"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 10_000
-
-
-def load_function(name: str) -> ModuleType:
-    """Import `functions/<name>/app.py` as its own module, as Lambda would (every handler file is app.py)."""
-    spec = importlib.util.spec_from_file_location(f"{name}_app", REPO_ROOT / "functions" / name / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def api_event(
-    body: Any = None,
-    *,
-    raw_body: str | None = None,
-    headers: dict[str, str] | None = None,
-    drop_headers: tuple[str, ...] = (),
-) -> dict[str, Any]:
-    """An API Gateway REST proxy event for POST /experiments/report, built on `events/report_201_valid.json`."""
-    event = json.loads((EVENTS_DIR / "report_201_valid.json").read_text())
-    merged = {k: v for k, v in event["headers"].items() if k.lower() not in {"idempotency-key", *drop_headers}}
-    merged.update(headers or {})
-    event["headers"] = merged
-    event["multiValueHeaders"] = {k: [v] for k, v in merged.items()}
-    event["requestContext"]["requestId"] = str(uuid.uuid4())
-    event["body"] = raw_body if raw_body is not None else json.dumps(body)
-    return event
+# Re-exported: tests import every helper from here.
+__all__ = ["EVENTS_DIR", "REPO_ROOT", "LambdaContext", "api_event", "get_event", "load_function"]
 
 
 @dataclass
@@ -121,24 +94,6 @@ def count_rows(conn: psycopg.Connection) -> int:
     return conn.execute("SELECT count(*) FROM experiments").fetchone()[0]
 
 
-def get_event(path: str, query: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
-    """An API Gateway REST proxy event for a GET (query values are strings, as API Gateway gives them)."""
-    event = json.loads((EVENTS_DIR / "report_201_valid.json").read_text())
-    merged = {"Accept": "application/json", "x-api-key": "local-dev-key-please-change", **(headers or {})}
-    event.update(
-        resource=path,
-        path=path,
-        httpMethod="GET",
-        headers=merged,
-        multiValueHeaders={k: [v] for k, v in merged.items()},
-        queryStringParameters=query or None,
-        multiValueQueryStringParameters={k: [v] for k, v in query.items()} if query else None,
-        body=None,
-    )
-    event["requestContext"].update(resourcePath=path, httpMethod="GET", requestId=str(uuid.uuid4()))
-    return event
-
-
 def decode(response: dict[str, Any]) -> Answer:
     """A handler's response as status, headers and parsed JSON body."""
     headers = {k: v[-1] for k, v in (response.get("multiValueHeaders") or {}).items()}
@@ -148,33 +103,399 @@ def decode(response: dict[str, Any]) -> Answer:
     return Answer(response["statusCode"], headers, json.loads(body) if body and is_json else body)
 
 
-class FakeSecretsManager(BaseHTTPRequestHandler):
-    """Secrets Manager's JSON protocol at its HTTP edge (boto3 reaches it via AWS_ENDPOINT_URL_SECRETS_MANAGER).
+def summary_export_doc(**duration_overrides: Any) -> dict[str, Any]:
+    """The one hand-written k6 summary: `--summary-export` as k6 1.1 writes it (real runs are in the e2e tests).
 
-    Answers GetSecretValue with `secret`, or with a 500 while `failing` is set; records each call's target.
+    `duration_overrides` replace stats of http_req_duration (`None`-free: drop a stat with a dict without it).
+    """
+    duration = {
+        "med": 2.5,
+        "p(50)": 2.5,
+        "p(90)": 4.0,
+        "p(95)": 5.25,
+        "p(99)": 9.0,
+        "avg": 3.0,
+        "min": 1.0,
+        "max": 12.0,
+        "thresholds": {"p(95)<1": True},
+    }
+    duration.update(duration_overrides)
+    return {
+        "root_group": {"name": "", "path": "", "id": "d41d8cd98f00b204e9800998ecf8427e", "groups": {}, "checks": {}},
+        "metrics": {
+            "http_req_duration": duration,
+            "http_reqs": {"count": 200, "rate": 99.5},
+            "http_req_failed": {"passes": 20, "fails": 180, "value": 0.1, "thresholds": {"rate<0.5": False}},
+            "checks": {"passes": 180, "fails": 20, "value": 0.9},
+            "vus_max": {"value": 4, "min": 4, "max": 4},
+        },
+    }
+
+
+def python_3_9() -> str | None:
+    """A working python3.9 (the oldest runtime a CI job may have), from PATH or pyenv, if this machine has one."""
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates = [shutil.which("python3.9"), *sorted(str(p) for p in pyenv_root.glob("versions/3.9*/bin/python3.9"))]
+    for candidate in filter(None, candidates):
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; assert sys.version_info[:2] == (3, 9); print(sys.executable)"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if probe.returncode == 0:
+            return probe.stdout.strip()
+    return None
+
+
+# --------------------------------------------------------------------------------------------- k6 expectations
+
+# The one table of what the headline keys mean, written from the README's contract (not from the code), so the
+# tests that compare stored figures with k6's own files check the code against it: key -> (k6 metric, stat).
+HEADLINE_FIGURES: dict[str, tuple[str, str]] = {
+    "p50_ms": ("http_req_duration", "med"),
+    "p90_ms": ("http_req_duration", "p(90)"),
+    "p95_ms": ("http_req_duration", "p(95)"),
+    "p99_ms": ("http_req_duration", "p(99)"),
+    "avg_ms": ("http_req_duration", "avg"),
+    "min_ms": ("http_req_duration", "min"),
+    "max_ms": ("http_req_duration", "max"),
+    "requests_count": ("http_reqs", "count"),
+    "rps": ("http_reqs", "rate"),
+    "error_rate": ("http_req_failed", "rate"),
+    "checks_pass_rate": ("checks", "rate"),
+}
+
+
+def k6_figure(doc: dict[str, Any], key: str) -> float:
+    """The figure a stored key names, looked up in a k6 summary as k6 wrote it (summary-export or handleSummary)."""
+    if key in HEADLINE_FIGURES:
+        (metric, stat), tags = HEADLINE_FIGURES[key], ()
+    else:
+        metric, tags, stat = parse_key(key)
+    for name, entry in doc["metrics"].items():
+        if split_series(name) != (metric, tags):
+            continue
+        values = entry.get("values", entry)
+        if stat == "rate" and "passes" in values:  # a Rate: summary-export calls it `value`
+            return values.get("rate", values.get("value"))
+        return values[stat]
+    raise AssertionError(f"{key} is not in the file")
+
+
+# --------------------------------------------------------------------------------------------- one HTTP stub
+
+
+@dataclass
+class Reply:
+    """One scripted answer: a status, a JSON body (bytes go as they are; None: empty), headers, a delay first."""
+
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
+@dataclass
+class Recorded:
+    """One request the stub received; header names in lower case."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"null")
+
+
+Script = list[Reply] | Callable[[Recorded], Reply]
+
+
+class ScriptedServer:
+    """An HTTP/1.1 server on 127.0.0.1 that stands in for another service in tests: the reports API, a product
+    service, a pre-signed S3 URL. Each method answers from its script: replies in order (the last one repeats),
+    or a function of the request. Every request is recorded. A method without a script answers 405.
+
+        with ScriptedServer(POST=[Reply(503), Reply(201, {...})]) as api:
+            ...; api.requests[0].headers["idempotency-key"]
     """
 
-    secret: ClassVar[dict[str, object]] = {}
-    failing: ClassVar[bool] = False
-    calls: ClassVar[list[str]] = []
+    def __init__(self, path_prefix: str = "", **scripts: Script) -> None:
+        self.scripts: dict[str, Script] = dict(scripts)
+        self.requests: list[Recorded] = []
+        self._answered: dict[str, int] = {}  # per method: requests answered since its script was set
+        self._lock = threading.Lock()
+        stub = self
 
-    def do_POST(self) -> None:
-        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.calls.append(self.headers["X-Amz-Target"])
-        if self.failing:
-            status, answer = 500, {"__type": "InternalServiceError", "message": "try again"}
-        else:
-            secret_string = json.dumps(self.secret)
-            status, answer = (
-                200,
-                {"ARN": request["SecretId"], "Name": "db", "VersionId": "v1", "SecretString": secret_string},
-            )
-        body = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/x-amz-json-1.1")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
 
-    def log_message(self, *args: object) -> None:
-        pass
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                request = Recorded(
+                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length)
+                )
+                reply = stub._reply_to(request)
+                time.sleep(reply.delay_s)
+                body = reply.body
+                data = body if isinstance(body, bytes) else b"" if body is None else json.dumps(body).encode()
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass  # the client gave up (a timeout test)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{path_prefix}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def answer(self, method: str, *replies: Reply) -> None:
+        """From now on, answer `method` with `replies` in order (counted from the first request of that method)."""
+        with self._lock:
+            self.scripts[method] = list(replies)
+            self._answered[method] = 0
+
+    def received(self, method: str) -> list[Recorded]:
+        return [request for request in self.requests if request.method == method]
+
+    def _reply_to(self, request: Recorded) -> Reply:
+        with self._lock:
+            self.requests.append(request)
+            script = self.scripts.get(request.method)
+            if script is None:
+                return Reply(405, {"error": "method_not_allowed"})
+            if callable(script):
+                return script(request)
+            seen = self._answered[request.method] = self._answered.get(request.method, 0) + 1
+            return script[min(seen, len(script)) - 1]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> ScriptedServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class StallingProxy:
+    """A TCP proxy to PostgreSQL that can go silent: after `stall()` it keeps every connection open, old and new,
+    and forwards nothing more, like a server or network that stops answering without closing anything.
+
+    `resume()` forwards new connections again; connections that stalled stay silent until `close()`.
+    `target` is `(host, port)`, or `(socket directory, port)` for a Unix-socket server (the embedded one).
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.stalled = threading.Event()
+        self.closed = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def stall(self) -> None:
+        self.stalled.set()
+
+    def resume(self) -> None:
+        self.stalled.clear()
+
+    def close(self) -> None:
+        self.closed.set()
+        for sock in [self._listener, *self._sockets]:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _connect_upstream(self) -> socket.socket:
+        host, port = self.target
+        if host.startswith("/"):
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(f"{host}/.s.PGSQL.{port}")
+            return upstream
+        return socket.create_connection((host, port))
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self._sockets.append(client)
+            if self.stalled.is_set():
+                continue  # accepted, never answered
+            upstream = self._connect_upstream()
+            self._sockets.append(upstream)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                return
+            if self.stalled.is_set():
+                self.closed.wait()  # silent from now on: nothing forwarded, nothing closed
+                return
+            if not data:
+                with contextlib.suppress(OSError):
+                    sink.shutdown(socket.SHUT_WR)
+                return
+            try:
+                sink.sendall(data)
+            except OSError:
+                return
+
+
+class SilentServer:
+    """A TCP server that accepts connections and never answers (a hung AWS endpoint)."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.accepted.append(self._listener.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        for sock in [self._listener, *self.accepted]:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+class SecretsManager:
+    """Moto's Secrets Manager server (a real HTTP endpoint speaking the AWS protocol), for the tests to fill."""
+
+    def __init__(self, endpoint: str) -> None:
+        import boto3
+
+        self.endpoint = endpoint
+        self._client = boto3.client(
+            "secretsmanager",
+            endpoint_url=endpoint,
+            region_name="eu-west-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def create(self, secret: dict[str, Any]) -> str:
+        """Store `secret` as JSON under a fresh name; its ARN."""
+        answer = self._client.create_secret(Name=f"db-{uuid.uuid4().hex[:12]}", SecretString=json.dumps(secret))
+        return answer["ARN"]
+
+    def update(self, arn: str, secret: dict[str, Any]) -> None:
+        self._client.put_secret_value(SecretId=arn, SecretString=json.dumps(secret))
+
+
+def make_certificates(folder: Path, host: str = "localhost") -> dict[str, Path]:
+    """A test CA, a server certificate it signed for `host` (DNS name only), and an unrelated CA (openssl CLI)."""
+    import subprocess
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True, timeout=60)
+
+    for name in ("ca", "other-ca"):
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+                "-keyout", f"{name}.key", "-out", f"{name}.pem")  # fmt: skip
+    (folder / "san.cnf").write_text(f"subjectAltName=DNS:{host}\n")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={host}", "-keyout", "server.key",
+            "-out", "server.csr")  # fmt: skip
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", "san.cnf", "-out", "server.crt")  # fmt: skip
+    files = {"ca": "ca.pem", "other_ca": "other-ca.pem", "cert": "server.crt", "key": "server.key"}
+    return {name: folder / file for name, file in files.items()}
+
+
+class TlsProxy:
+    """PostgreSQL's TLS in front of a plain server: answers the client's SSLRequest with `S`, does the TLS
+    handshake with `cert`/`key` (as RDS or RDS Proxy would), and forwards the decrypted protocol upstream.
+
+    `target` is `(host, port)`, or `(socket directory, port)` for a Unix-socket server.
+    """
+
+    SSL_REQUEST, GSSENC_REQUEST = 80877103, 80877104
+
+    def __init__(self, target: tuple[str, int], cert: Path, key: Path) -> None:
+        self.target = target
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.load_cert_chain(cert, key)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.handshakes_failed = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        with contextlib.ExitStack() as stack:
+            stack.callback(client.close)
+            while True:  # libpq may ask for GSS encryption first: refused, then it asks for TLS
+                request = client.recv(8, socket.MSG_WAITALL)
+                code = int.from_bytes(request[4:8], "big") if len(request) == 8 else None
+                if code == self.GSSENC_REQUEST:
+                    client.sendall(b"N")
+                    continue
+                if code != self.SSL_REQUEST:
+                    return  # a client that does not ask for TLS: hung up on, as a TLS-only server would
+                client.sendall(b"S")
+                break
+            try:
+                secure = self._context.wrap_socket(client, server_side=True)
+            except (ssl.SSLError, OSError):
+                self.handshakes_failed += 1  # the client refused our certificate
+                return
+            stack.callback(secure.close)
+            host, port = self.target
+            if host.startswith("/"):
+                upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                upstream.connect(f"{host}/.s.PGSQL.{port}")
+            else:
+                upstream = socket.create_connection((host, port))
+            stack.callback(upstream.close)
+            self._forward(secure, upstream)
+
+    @staticmethod
+    def _forward(secure: ssl.SSLSocket, upstream: socket.socket) -> None:
+        """Both ways in one thread (an SSL socket must not be read and written from two threads at once)."""
+        other = {secure: upstream, upstream: secure}
+        while True:
+            ready = [secure] if secure.pending() else select.select([secure, upstream], [], [])[0]
+            for source in ready:
+                try:
+                    data = source.recv(65536)
+                except (ssl.SSLError, OSError):
+                    return
+                if not data:
+                    return
+                other[source].sendall(data)

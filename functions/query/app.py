@@ -1,22 +1,24 @@
-"""GET /experiments (rows, filtered and paged) and GET /experiments/compare (variants against a baseline);
-GET /experiments/series (metrics over time, for charts) and GET /experiments/metrics (an experiment's keys).
+"""GET /experiments (rows, filtered and paged), GET /experiments/compare (variants against a baseline),
+GET /experiments/series (metrics over time, for charts), GET /experiments/metrics (an experiment's keys) and
+GET /experiments/changes (the change points `make regressions` stored for an experiment).
 
 GET /dashboard serves the static page functions/query/dashboard.html (built from dashboard/index.html by
 scripts/build_dashboard.py); it needs no key, the page asks for one and sends it to the two routes above.
 
-Routes only; SQL and statistics live in `experiments.query` and `experiments.stats`.
+Routes only; SQL and statistics live in `experiments.query`, `experiments.stats` and `experiments.changes`.
 """
 
 from pathlib import Path
 from typing import Annotated
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import AfterValidator, StringConstraints
 
+from experiments.changes import stored_changes
 from experiments.config import METRICS_NAMESPACE, SERVICE_NAME
 from experiments.db import Database
 from experiments.http import error_responses, register_error_handlers, static_page
@@ -30,13 +32,21 @@ from experiments.limits import (
     MAX_THRESHOLD_PCT,
     MAX_VARIANT_LENGTH,
 )
-from experiments.models import ComparisonReport, ExperimentPage, MetricList, ReportDate, SeriesReport, storable_text
+from experiments.models import (
+    ChangesReport,
+    ComparisonReport,
+    ExperimentPage,
+    MetricList,
+    ReportDate,
+    SeriesReport,
+    storable_text,
+)
 from experiments.query import ListFilters, NotFound, compare_variants, list_experiments
 from experiments.series import experiment_metrics, metric_series
 
 logger = Logger(service=SERVICE_NAME)
-tracer = Tracer()
 metrics = Metrics(namespace=METRICS_NAMESPACE)
+# No X-Ray SDK (it would bring its own botocore into the layer): Lambda's active tracing records each invocation.
 app = APIGatewayRestResolver(enable_validation=True)
 register_error_handlers(app)
 database = Database()  # connects on the first request, then stays open while the instance is warm
@@ -55,7 +65,6 @@ DASHBOARD_HTML = Path(__file__).with_name("dashboard.html")
     summary="Stored rows, newest first, filtered; follow nextCursor for older pages",
     responses={200: {"description": "One page of rows, newest first"}, **error_responses(400, 422, 503)},
 )
-@tracer.capture_method
 def get_experiments(
     name: Text = None,
     variant: Text = None,
@@ -74,7 +83,6 @@ def get_experiments(
     summary="Per metric and variant: runs, latest, median of recent runs, change and verdict vs the baseline",
     responses={200: {"description": "The comparison"}, **error_responses(404, 422, 503)},
 )
-@tracer.capture_method
 def get_comparison(
     name: Name,
     baseline: Annotated[str, Query(min_length=1, max_length=100), AfterValidator(storable_text)] = "baseline",
@@ -94,7 +102,6 @@ def get_comparison(
     summary="Metrics over time per variant (only those asked for), downsampled to at most `points` per series",
     responses={200: {"description": "One series per metric and variant"}, **error_responses(404, 422, 503)},
 )
-@tracer.capture_method
 def get_series(
     name: Name,
     metric: Annotated[
@@ -118,9 +125,19 @@ def get_series(
     summary="The experiment's metric keys and which way each should go",
     responses={200: {"description": "The keys, sorted"}, **error_responses(404, 422, 503)},
 )
-@tracer.capture_method
 def get_metrics(name: Name) -> MetricList:
     return database.run(lambda conn: experiment_metrics(conn, name))
+
+
+@app.get(
+    "/experiments/changes",
+    summary="Change points in each variant's metrics over time (Apache Otava, stored by make regressions)",
+    responses={200: {"description": "The stored change points, oldest first"}, **error_responses(404, 422, 503)},
+)
+def get_changes(
+    name: Annotated[str, Query(min_length=1, max_length=200), AfterValidator(storable_text)],
+) -> ChangesReport:
+    return database.run(lambda conn: stored_changes(conn, name))
 
 
 @app.get("/dashboard", include_in_schema=False)
@@ -129,7 +146,6 @@ def get_dashboard() -> Response[str]:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     return app.resolve(event, context)

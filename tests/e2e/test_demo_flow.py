@@ -22,25 +22,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from experiments.k6summary import parse_key, split_series
+from support import HEADLINE_FIGURES, k6_figure
 
 pytestmark = pytest.mark.e2e
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HALF_OF_4TH_DECIMAL = Decimal("0.00005")
-
-
-HEADLINE_KEYS = {"p50_ms", "p90_ms", "p95_ms", "p99_ms", "avg_ms", "min_ms", "max_ms", "requests_count", "rps",
-                 "error_rate", "checks_pass_rate"}  # fmt: skip
-
-
-def k6_figure(summary: Path, key: str) -> float:
-    """The figure a stored key names, read straight from k6's `--summary-export` file (a Rate's is `value`)."""
-    metric, tags, stat = parse_key(key)
-    for name, entry in json.loads(summary.read_text())["metrics"].items():
-        if split_series(name) == (metric, tags):
-            return entry["value"] if stat == "rate" and "passes" in entry else entry[stat]
-    raise AssertionError(f"{key} is not in {summary}")
 
 
 def test_stored_rows_equal_k6_summary_numbers_to_4_decimals(
@@ -66,9 +53,9 @@ def test_stored_rows_equal_k6_summary_numbers_to_4_decimals(
         "SELECT metric, value, name, variant, description, metadata FROM experiments ORDER BY metric"
     ).fetchall()
     stored = {metric: value for metric, value, *_ in rows}
-    assert set(stored) >= HEADLINE_KEYS
+    assert set(stored) >= set(HEADLINE_FIGURES)
     for metric, value in stored.items():
-        expected = Decimal(repr(k6_figure(k6_summary, metric)))
+        expected = Decimal(repr(k6_figure(json.loads(k6_summary.read_text()), metric)))
         assert abs(value - expected) <= HALF_OF_4TH_DECIMAL, (metric, value, expected)
     assert {(name, variant, description) for _, _, name, variant, description, _ in rows} == {
         ("lru_cache", "baseline", "e2e run")

@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from experiments.k6summary import parse_key, split_series
+from support import k6_figure
 
 pytestmark = pytest.mark.e2e
 
@@ -49,19 +49,6 @@ def both_shapes(product_service: Any, run_k6: Callable[..., Any], tmp_path_facto
     done = run_k6(SCRIPT, export, {"BASE_URL": product_service.url, "SUMMARY_JSON": str(handle)})
     assert done.returncode == 0, done.stdout + done.stderr
     return {"summary-export": export, "handle-summary": handle}
-
-
-def k6_figure(doc: dict[str, Any], key: str) -> float:
-    """The figure a key names, looked up in the file as k6 wrote it (each shape its own way)."""
-    metric, tags, stat = parse_key(key)
-    for name, entry in doc["metrics"].items():
-        if split_series(name) != (metric, tags):
-            continue
-        values = entry.get("values", entry)
-        if stat == "rate" and "passes" in values:  # a Rate: summary-export calls it `value`
-            return values.get("rate", values.get("value"))
-        return values[stat]
-    raise AssertionError(f"{key} not in the file")
 
 
 def test_every_figure_of_both_shapes_is_stored_equal_to_k6s_own(

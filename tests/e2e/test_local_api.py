@@ -24,6 +24,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from experiments.limits import column_value
+from support import count_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -32,10 +33,6 @@ REPORT = {
     "variant": "baseline",
     "metricsSummary": {"p50_ms": 12.5, "p95_ms": 30.25, "rps": 100},
 }
-
-
-def count_rows(db: psycopg.Connection) -> int:
-    return db.execute("SELECT count(*) FROM experiments").fetchone()[0]
 
 
 @pytest.mark.parametrize(

@@ -18,17 +18,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
-import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+
+from support import Reply, ScriptedServer, python_3_9
 
 pytestmark = pytest.mark.e2e
 
@@ -248,19 +247,8 @@ def test_several_candidate_runs_are_judged_by_mann_whitney_u(
 # --------------------------------------------------------------------------------------------- edges
 
 
-def _python_3_9() -> str | None:
-    """A python3.9 (the oldest a CI job may have: the reporter is standard library only), if this machine has one."""
-    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
-    candidates = [shutil.which("python3.9"), *sorted(str(p) for p in pyenv_root.glob("versions/3.9*/bin/python3.9"))]
-    for candidate in filter(None, candidates):
-        probe = subprocess.run([candidate, "-c", "import sys; assert sys.version_info[:2] == (3, 9)"], check=False)
-        if probe.returncode == 0:
-            return candidate
-    return None
-
-
 def test_the_gate_runs_on_python_3_9(experiment: Experiment, local_api: Any, tmp_path: Path) -> None:
-    python = _python_3_9()
+    python = python_3_9()
     if python is None:
         pytest.skip("no python3.9 on this machine")
     experiment.seed("baseline", TIGHT)
@@ -341,46 +329,12 @@ def test_replaying_the_same_file_gates_again(experiment: Experiment, run_reporte
 # --------------------------------------------------------------------------------------------- the GET's retry rules
 
 
-class ScriptedApi:
-    """A stand-in API: POST /experiments/report -> 201; GETs answered by `get_replies` in order (last repeats)."""
-
-    def __init__(self) -> None:
-        self.get_replies: list[tuple[int, Any]] = []
-        self.gets: list[str] = []
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                self._answer(201, {"name": "lru_cache", "variant": "candidate", "ids": {}})
-
-            def do_GET(self) -> None:
-                api.gets.append(self.path)
-                status, body = api.get_replies[min(len(api.gets), len(api.get_replies)) - 1]
-                self._answer(status, body)
-
-            def _answer(self, status: int, body: Any) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/dev"  # with a stage path, like API Gateway
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-
 @pytest.fixture
-def scripted_api() -> Iterator[ScriptedApi]:
-    api = ScriptedApi()
-    yield api
-    api.server.shutdown()
-    api.server.server_close()
+def scripted_api() -> Iterator[ScriptedServer]:
+    """A stand-in API under a stage path, like API Gateway's: reports are stored (201); GETs as each test says."""
+    created = Reply(201, {"name": "lru_cache", "variant": "candidate", "ids": {}})
+    with ScriptedServer(path_prefix="/dev", POST=[created]) as api:
+        yield api
 
 
 COMPARISON = {
@@ -414,14 +368,14 @@ COMPARISON = {
     ids=["503-429-then-200", "always-503", "404-not-retried", "403-not-retried"],
 )
 def test_the_comparison_is_fetched_with_the_reports_retry_rules(
-    scripted_api: ScriptedApi,
+    scripted_api: ScriptedServer,
     run_reporter: Reporter,
     tmp_path: Path,
     replies: list[tuple[int, Any]],
     exit_code: int,
     gets: int,
 ) -> None:
-    scripted_api.get_replies = replies
+    scripted_api.answer("GET", *(Reply(status, body) for status, body in replies))
     summary = tmp_path / "results.json"
     summary.write_text(json.dumps(summary_export(SLOWER)))
     options = ("--compare-to", "baseline", "--fail-on-regression", "10", "--retries", "2", "--backoff-base", "0")
@@ -430,8 +384,11 @@ def test_the_comparison_is_fetched_with_the_reports_retry_rules(
     done = run_reporter(summary, scripted_api.url, "lru_cache_candidate", *options, env=env)
 
     assert done.returncode == exit_code, done.stdout + done.stderr
-    assert len(scripted_api.gets) == gets
-    assert scripted_api.gets[0] == "/dev/experiments/compare?name=lru_cache&baseline=baseline&runs=5&threshold=10.0"
+    assert len(scripted_api.received("GET")) == gets
+    assert (
+        scripted_api.received("GET")[0].path
+        == "/dev/experiments/compare?name=lru_cache&baseline=baseline&runs=5&threshold=10.0"
+    )
 
 
 def test_a_custom_metric_that_got_worse_fails_the_gate_and_one_of_unknown_direction_only_changed(

@@ -8,22 +8,17 @@ milliseconds; the Retry-After test really waits the second the server asks for.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from support import load_reporter
+from support import Reply, ScriptedServer, load_reporter, python_3_9, summary_export_doc
 
 pytestmark = pytest.mark.e2e
 
@@ -36,73 +31,11 @@ FAST = ["--backoff-base", "0.01"]
 rk = load_reporter()
 
 
-@dataclass
-class Reply:
-    """One scripted answer of the stand-in API."""
-
-    status: int
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    delay_s: float = 0.0
-
-
-@dataclass
-class Recorded:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-class StubApi:
-    """Answers POSTs with the scripted replies in order (the last one repeats) and records every request."""
-
-    def __init__(self) -> None:
-        self.replies: list[Reply] = [Reply(201, {"name": "x", "variant": "y", "ids": {}})]
-        self.requests: list[Recorded] = []
-        self._lock = threading.Lock()
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with stub._lock:
-                    stub.requests.append(Recorded(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-                    reply = stub.replies[min(len(stub.requests), len(stub.replies)) - 1]
-                time.sleep(reply.delay_s)
-                data = b"" if reply.body is None else json.dumps(reply.body).encode()
-                try:
-                    self.send_response(reply.status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    for name, value in reply.headers.items():
-                        self.send_header(name, value)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:
-                    pass  # the client gave up (timeout test)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-
-    def reply(self, *replies: Reply) -> None:
-        self.replies = list(replies)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def api() -> Iterator[StubApi]:
-    stub = StubApi()
-    yield stub
-    stub.close()
+def api() -> Iterator[ScriptedServer]:
+    """The reports API, standing in: POSTs answered 201 unless a test scripts otherwise."""
+    with ScriptedServer(POST=[Reply(201, {"name": "x", "variant": "y", "ids": {}})]) as stub:
+        yield stub
 
 
 @pytest.fixture(autouse=True)
@@ -118,25 +51,7 @@ def _no_proxy_no_ci(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def summary_file(tmp_path: Path) -> Path:
     """A small `--summary-export` file in k6 1.1's shape."""
-    doc = {
-        "root_group": {"name": "", "path": "", "id": "d41d8cd98f00b204e9800998ecf8427e", "groups": {}, "checks": {}},
-        "metrics": {
-            "http_req_duration": {
-                "med": 2.5,
-                "p(90)": 4.0,
-                "p(95)": 5.25,
-                "p(99)": 9.0,
-                "avg": 3.0,
-                "min": 1.0,
-                "max": 12.0,
-                "thresholds": {"p(95)<500": False},
-            },
-            "http_reqs": {"count": 200, "rate": 99.5},
-            "http_req_failed": {"passes": 0, "fails": 200, "value": 0},
-            "checks": {"passes": 200, "fails": 0, "value": 1},
-            "vus_max": {"value": 2, "min": 2, "max": 2},
-        },
-    }
+    doc = summary_export_doc()
     path = tmp_path / "results_baseline.json"
     path.write_text(json.dumps(doc, indent=2))
     return path
@@ -163,9 +78,9 @@ CREATED = Reply(
 
 
 def test_created_exits_0_and_prints_what_was_stored(
-    api: StubApi, summary_file: Path, capsys: pytest.CaptureFixture[str]
+    api: ScriptedServer, summary_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    api.reply(CREATED)
+    api.answer("POST", CREATED)
     code, out, err = run(
         [str(summary_file), api.url + "/dev/", SECRET, "lru_cache", "cold cache", "--variant", "baseline"], capsys
     )
@@ -185,8 +100,10 @@ def test_created_exits_0_and_prints_what_was_stored(
     assert payload["metricsSummary"]["requests_count"] == 200
 
 
-def test_replay_exits_0_and_says_replayed(api: StubApi, summary_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    api.reply(Reply(200, CREATED.body, {"Idempotent-Replayed": "true"}))
+def test_replay_exits_0_and_says_replayed(
+    api: ScriptedServer, summary_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api.answer("POST", Reply(200, CREATED.body, {"Idempotent-Replayed": "true"}))
     code, out, _ = run([str(summary_file), api.url, SECRET, "lru_cache_baseline"], capsys)
     assert code == 0
     assert out.startswith("replayed")
@@ -194,10 +111,10 @@ def test_replay_exits_0_and_says_replayed(api: StubApi, summary_file: Path, caps
 
 
 def test_reporting_the_same_file_twice_sends_the_same_key_and_the_same_bytes(
-    api: StubApi, summary_file: Path, capsys: pytest.CaptureFixture[str]
+    api: ScriptedServer, summary_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # What lets the API answer a re-run CI job with a replay (same key, same body) instead of a 409.
-    api.reply(CREATED)
+    api.answer("POST", CREATED)
     argv = [str(summary_file), api.url, SECRET, "lru_cache", "--variant", "baseline"]
     assert run(argv, capsys)[0] == 0
     time.sleep(0.002)
@@ -211,9 +128,10 @@ def test_reporting_the_same_file_twice_sends_the_same_key_and_the_same_bytes(
 
 
 def test_validation_error_exits_2_prints_the_servers_message_and_is_not_retried(
-    api: StubApi, summary_file: Path, capsys: pytest.CaptureFixture[str]
+    api: ScriptedServer, summary_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    api.reply(
+    api.answer(
+        "POST",
         Reply(
             422,
             {
@@ -221,7 +139,7 @@ def test_validation_error_exits_2_prints_the_servers_message_and_is_not_retried(
                 "message": "the report is invalid",
                 "details": [{"field": "metricsSummary.p95_ms", "reason": "must be <= 999999.9999"}],
             },
-        )
+        ),
     )
     code, out, err = run([str(summary_file), api.url, SECRET, "lru_cache_baseline", *FAST], capsys)
     assert code == 2
@@ -241,9 +159,9 @@ def test_validation_error_exits_2_prints_the_servers_message_and_is_not_retried(
     ],
 )
 def test_4xx_and_redirects_are_not_retried(
-    api: StubApi, summary_file: Path, capsys: pytest.CaptureFixture[str], status: int, body: Any, expected: str
+    api: ScriptedServer, summary_file: Path, capsys: pytest.CaptureFixture[str], status: int, body: Any, expected: str
 ) -> None:
-    api.reply(Reply(status, body, {"Location": "http://127.0.0.1:9/elsewhere"} if status == 302 else {}))
+    api.answer("POST", Reply(status, body, {"Location": "http://127.0.0.1:9/elsewhere"} if status == 302 else {}))
     code, _, err = run([str(summary_file), api.url, SECRET, "lru_cache_baseline", *FAST], capsys)
     assert code == 2
     assert expected in err
@@ -254,9 +172,11 @@ def test_4xx_and_redirects_are_not_retried(
 
 
 def test_503_with_retry_after_then_201_sends_the_same_report_twice(
-    api: StubApi, summary_file: Path, capsys: pytest.CaptureFixture[str]
+    api: ScriptedServer, summary_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    api.reply(Reply(503, {"error": "database_unavailable", "message": "try later"}, {"Retry-After": "1"}), CREATED)
+    api.answer(
+        "POST", Reply(503, {"error": "database_unavailable", "message": "try later"}, {"Retry-After": "1"}), CREATED
+    )
     started = time.monotonic()
     code, out, err = run([str(summary_file), api.url, SECRET, "lru_cache_baseline", *FAST], capsys)
     elapsed = time.monotonic() - started
@@ -273,18 +193,18 @@ def test_503_with_retry_after_then_201_sends_the_same_report_twice(
 
 @pytest.mark.parametrize("status", [429, 500, 502])
 def test_429_and_5xx_are_retried(
-    api: StubApi, summary_file: Path, capsys: pytest.CaptureFixture[str], status: int
+    api: ScriptedServer, summary_file: Path, capsys: pytest.CaptureFixture[str], status: int
 ) -> None:
-    api.reply(Reply(status, {"error": "busy"}), Reply(status, {"error": "busy"}), CREATED)
+    api.answer("POST", Reply(status, {"error": "busy"}), Reply(status, {"error": "busy"}), CREATED)
     code, _, err = run([str(summary_file), api.url, SECRET, "lru_cache_baseline", *FAST], capsys)
     assert code == 0, err
     assert len(api.requests) == 3
 
 
 def test_always_503_exits_3_after_the_retries(
-    api: StubApi, summary_file: Path, capsys: pytest.CaptureFixture[str]
+    api: ScriptedServer, summary_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    api.reply(Reply(503, {"error": "database_unavailable", "message": "down"}))
+    api.answer("POST", Reply(503, {"error": "database_unavailable", "message": "down"}))
     code, out, err = run([str(summary_file), api.url, SECRET, "lru_cache_baseline", "--retries", "2", *FAST], capsys)
     assert code == 3
     assert out == ""
@@ -303,8 +223,10 @@ def test_connection_refused_exits_3(summary_file: Path, capsys: pytest.CaptureFi
     assert "unreachable" in err and "after 2 attempt(s)" in err
 
 
-def test_a_timed_out_attempt_is_retried(api: StubApi, summary_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    api.reply(Reply(201, CREATED.body, delay_s=2.0), CREATED)
+def test_a_timed_out_attempt_is_retried(
+    api: ScriptedServer, summary_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api.answer("POST", Reply(201, CREATED.body, delay_s=2.0), CREATED)
     code, _, err = run([str(summary_file), api.url, SECRET, "lru_cache_baseline", "--timeout", "0.3", *FAST], capsys)
     assert code == 0, err
     assert len(api.requests) == 2
@@ -317,7 +239,7 @@ def test_a_timed_out_attempt_is_retried(api: StubApi, summary_file: Path, capsys
 @pytest.mark.parametrize("key_arg", ["-", ""])
 @pytest.mark.parametrize("reply", [CREATED, Reply(422, {"error": "validation_error", "message": "no"})])
 def test_key_from_environment_is_sent_and_never_printed(
-    api: StubApi,
+    api: ScriptedServer,
     summary_file: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
@@ -325,7 +247,7 @@ def test_key_from_environment_is_sent_and_never_printed(
     reply: Reply,
 ) -> None:
     monkeypatch.setenv("EXPERIMENTS_API_KEY", SECRET)
-    api.reply(reply)
+    api.answer("POST", reply)
     code, out, err = run([str(summary_file), api.url, key_arg, "lru_cache_baseline"], capsys)
     assert code in (0, 2)
     assert api.requests[0].headers["x-api-key"] == SECRET
@@ -333,7 +255,7 @@ def test_key_from_environment_is_sent_and_never_printed(
 
 
 def test_missing_key_is_a_usage_error_and_nothing_is_sent(
-    api: StubApi, summary_file: Path, capsys: pytest.CaptureFixture[str]
+    api: ScriptedServer, summary_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, err = run([str(summary_file), api.url, "-", "lru_cache_baseline"], capsys)
     assert code == 1 and out == ""
@@ -345,7 +267,7 @@ def test_missing_key_is_a_usage_error_and_nothing_is_sent(
 
 
 def test_dry_run_prints_the_payload_and_sends_nothing(
-    api: StubApi, summary_file: Path, capsys: pytest.CaptureFixture[str]
+    api: ScriptedServer, summary_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, err = run([str(summary_file), api.url, SECRET, "lru_cache_baseline", "--dry-run"], capsys)
     assert code == 0
@@ -366,7 +288,7 @@ def test_dry_run_prints_the_payload_and_sends_nothing(
     ids=["missing", "not-json", "no-metrics", "metrics-without-numbers"],
 )
 def test_broken_file_exits_1_and_sends_nothing(
-    api: StubApi, tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, expected: str
+    api: ScriptedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, expected: str
 ) -> None:
     path = tmp_path / "results.json"
     if content is not None:
@@ -380,7 +302,7 @@ def test_broken_file_exits_1_and_sends_nothing(
 # ------------------------------------------------------------------------------ as a real process
 
 
-def _script_run(python: str, summary_file: Path, api: StubApi) -> subprocess.CompletedProcess[str]:
+def _script_run(python: str, summary_file: Path, api: ScriptedServer) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/bin:/bin", "NO_PROXY": "*", "EXPERIMENTS_API_KEY": SECRET}
     return subprocess.run(
         [python, str(SCRIPT), str(summary_file), api.url, "-", "lru_cache", "--variant", "baseline"],
@@ -392,34 +314,18 @@ def _script_run(python: str, summary_file: Path, api: StubApi) -> subprocess.Com
     )
 
 
-def test_script_runs_as_a_process_with_the_documented_exit_codes(api: StubApi, summary_file: Path) -> None:
-    api.reply(CREATED)
+def test_script_runs_as_a_process_with_the_documented_exit_codes(api: ScriptedServer, summary_file: Path) -> None:
+    api.answer("POST", CREATED)
     assert _script_run(sys.executable, summary_file, api).returncode == 0
-    api.reply(Reply(422, {"error": "validation_error", "message": "no"}))
+    api.answer("POST", Reply(422, {"error": "validation_error", "message": "no"}))
     assert _script_run(sys.executable, summary_file, api).returncode == 2
 
 
-def _python_3_9() -> str | None:
-    """A working python3.9 (the oldest runtime a CI job may have), from PATH or pyenv, if this machine has one."""
-    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
-    candidates = [shutil.which("python3.9"), *sorted(str(p) for p in pyenv_root.glob("versions/3.9*/bin/python3.9"))]
-    for candidate in filter(None, candidates):
-        probe = subprocess.run(
-            [candidate, "-c", "import sys; assert sys.version_info[:2] == (3, 9); print(sys.executable)"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if probe.returncode == 0:
-            return probe.stdout.strip()
-    return None
-
-
-def test_script_runs_on_python_3_9(api: StubApi, summary_file: Path) -> None:
-    python = _python_3_9()
+def test_script_runs_on_python_3_9(api: ScriptedServer, summary_file: Path) -> None:
+    python = python_3_9()
     if python is None:
         pytest.skip("no python3.9 on this machine")
-    api.reply(CREATED)
+    api.answer("POST", CREATED)
     done = _script_run(python, summary_file, api)
     assert done.returncode == 0, done.stderr
     assert len(api.requests) == 1

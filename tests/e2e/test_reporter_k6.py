@@ -15,18 +15,16 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from experiments import k6summary
-from support import load_reporter
+from support import HEADLINE_FIGURES, Recorded, Reply, ScriptedServer, k6_figure, load_reporter
 
 pytestmark = pytest.mark.e2e
 
@@ -60,37 +58,17 @@ def k6_binary() -> str:
 @pytest.fixture(scope="session")
 def product_service() -> Iterator[str]:
     """GET /products/<id> and GET /products -> 200 JSON, except every 10th request -> 500; anything else -> 404."""
-    lock = threading.Lock()
-    served = [0]
+    served = [0]  # ScriptedServer calls the script under its lock
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def answer(request: Recorded) -> Reply:
+        match = re.fullmatch(r"/products(?:/([^/]+))?", request.path)
+        served[0] += 1
+        status = 404 if match is None else 500 if served[0] % FAIL_EVERY == 0 else 200
+        body = {"id": match.group(1), "name": "Product"} if status == 200 else {"error": status}
+        return Reply(status, body, {"X-Cache": "MISS"})
 
-        def do_GET(self) -> None:
-            match = re.fullmatch(r"/products(?:/([^/]+))?", self.path)
-            with lock:
-                served[0] += 1
-                failing = served[0] % FAIL_EVERY == 0
-            status = 404 if match is None else 500 if failing else 200
-            body = json.dumps({"id": match.group(1), "name": "Product"} if status == 200 else {"error": status})
-            data = body.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("X-Cache", "MISS")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with ScriptedServer(GET=answer) as server:
+        yield server.url
 
 
 @dataclass
@@ -166,24 +144,9 @@ def test_parsed_metrics_equal_the_files_own_numbers(k6_runs: dict[str, K6Run], s
     parsed = rk.parse_summary(run.doc(), str(run.path)).metrics
     duration = file_stats(run, shape, "http_req_duration")
     reqs = file_stats(run, shape, "http_reqs")
-    failed = file_stats(run, shape, "http_req_failed")
-    checks = file_stats(run, shape, "checks")
-    rate_key = "rate" if shape == rk.SHAPE_HANDLE_SUMMARY else "value"
 
     headline = {key: value for key, value in parsed.items() if key in k6summary.HEADLINE_SOURCE}
-    assert headline == {
-        "p50_ms": duration["p(50)"],
-        "p90_ms": duration["p(90)"],
-        "p95_ms": duration["p(95)"],
-        "p99_ms": duration["p(99)"],
-        "avg_ms": duration["avg"],
-        "min_ms": duration["min"],
-        "max_ms": duration["max"],
-        "requests_count": reqs["count"],
-        "rps": reqs["rate"],
-        "error_rate": failed[rate_key],
-        "checks_pass_rate": checks[rate_key],
-    }
+    assert headline == {key: k6_figure(run.doc(), key) for key in HEADLINE_FIGURES}
     assert duration["p(50)"] == duration["med"]
     assert reqs["count"] > 50  # the run really generated load
 

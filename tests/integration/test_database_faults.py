@@ -16,6 +16,7 @@ import pytest
 from conftest import private_pgdata
 from psycopg.conninfo import conninfo_to_dict
 
+from experiments.config import ConfigurationError, load_database_settings
 from experiments.db import Database
 from experiments.migrations import apply_migrations
 from experiments.models import ExperimentReport
@@ -202,35 +203,68 @@ def test_many_concurrent_retries_store_once(database_url, monkeypatch, db) -> No
     assert count_rows(db) == METRICS
 
 
-# --- credentials from Secrets Manager (faked at the AWS edge: an HTTP endpoint speaking its protocol) --------
+# --- credentials from Secrets Manager (moto's server: a real HTTP endpoint speaking its protocol) --------------
 
 
-def test_credentials_come_from_the_secret_with_db_host_override(
+def secret_for(database_url: str, **changes: object) -> dict[str, object]:
+    """The secret RDS manages for a database: username and password only, plus `changes`."""
+    params = conninfo_to_dict(database_url)
+    return {"username": params.get("user", "postgres"), "password": "s3cr3t-Pa55word", **changes}
+
+
+def use_secret(monkeypatch: pytest.MonkeyPatch, arn: str, database_url: str) -> None:
+    """The template's environment: the secret's ARN, DB_HOST and DB_NAME; no DATABASE_URL."""
+    params = conninfo_to_dict(database_url)
+    monkeypatch.delenv("DATABASE_URL")
+    monkeypatch.setenv("DB_SECRET_ARN", arn)
+    monkeypatch.setenv("DB_HOST", params.get("host") or "127.0.0.1")
+    monkeypatch.setenv("DB_PORT", str(params.get("port") or 5432))
+    monkeypatch.setenv("DB_NAME", params["dbname"])
+    monkeypatch.setenv("DB_SSLMODE", "prefer")  # the test server has no certificate (verify-full: test_config)
+
+
+def test_an_rds_managed_secret_with_only_username_and_password_stores_into_db_name(
     secrets_manager, database_url, report_app, monkeypatch, post, db
 ) -> None:
-    params = conninfo_to_dict(database_url)
-    secrets_manager.secret = {
-        "host": "db.invalid",  # replaced by DB_HOST, as with an RDS Proxy endpoint
-        "port": int(params.get("port", 5432)),
-        "username": params.get("user", "postgres"),
-        "password": "s3cr3t-Pa55word",
-        "dbname": params["dbname"],
-    }
-    monkeypatch.delenv("DATABASE_URL")
-    monkeypatch.setenv("DB_SECRET_ARN", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf")
-    monkeypatch.setenv("DB_HOST", params.get("host") or "127.0.0.1")
-    monkeypatch.setenv("DB_SSLMODE", "prefer")
+    use_secret(monkeypatch, secrets_manager.create(secret_for(database_url)), database_url)
+    assert post(REPORT).status == 201
+    assert count_rows(db) == METRICS
 
+
+def test_the_secret_is_cached_across_connections(secrets_manager, database_url, report_app, monkeypatch, post, db):
+    arn = secrets_manager.create(secret_for(database_url, host="db.invalid"))  # DB_HOST wins, as for a proxy
+    use_secret(monkeypatch, arn, database_url)
     assert post(REPORT).status == 201
+    secrets_manager.update(arn, secret_for(database_url, username="no_such_role"))
+    report_app.database.close()  # a new connection: the settings are loaded again, the secret from the cache
     assert post(REPORT).status == 201
-    assert secrets_manager.calls == ["secretsmanager.GetSecretValue"]  # cached across warm invocations
     assert count_rows(db) == 2 * METRICS  # that the password is never logged: tests/integration/test_security.py
 
 
-def test_secrets_manager_failing_is_a_503_not_a_500(secrets_manager, report_app, monkeypatch, post, db) -> None:
-    secrets_manager.failing = True
-    monkeypatch.delenv("DATABASE_URL")
-    monkeypatch.setenv("DB_SECRET_ARN", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf")
+def test_without_db_name_nothing_goes_to_the_postgres_database(
+    secrets_manager, database_url, report_app, monkeypatch, post, db
+) -> None:
+    use_secret(monkeypatch, secrets_manager.create(secret_for(database_url)), database_url)
+    monkeypatch.delenv("DB_NAME")
+    with pytest.raises(ConfigurationError, match="set DB_NAME"):  # was: the server's `postgres` database
+        load_database_settings()
+    answer = post(REPORT)
+    assert answer.status == 500  # a deployment mistake: logged, alarmed on, not retried
+    assert count_rows(db) == 0
+
+
+def test_without_db_host_a_secret_without_host_is_a_configuration_error(
+    secrets_manager, database_url, monkeypatch
+) -> None:
+    use_secret(monkeypatch, secrets_manager.create(secret_for(database_url)), database_url)
+    monkeypatch.delenv("DB_HOST")
+    with pytest.raises(ConfigurationError, match="set DB_HOST"):
+        load_database_settings()
+
+
+def test_secrets_manager_refusing_is_a_503_not_a_500(secrets_manager, report_app, database_url, monkeypatch, post, db):
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-NoSuch"  # moto answers ResourceNotFound
+    use_secret(monkeypatch, arn, database_url)
     answer = post(REPORT)
     assert answer.status == 503
     assert answer.headers["Retry-After"] == "2"

@@ -10,6 +10,8 @@ import psycopg
 import pytest
 
 from devkit.localdb import scratch_database
+from experiments.changes import EXPERIMENT_EXISTS
+from experiments.history import HISTORY
 from experiments.query import DIRECTIONS, RECENT_RUNS, ListFilters, encode_cursor, list_query
 from experiments.series import METRIC_KEYS, SERIES_COUNTS, SERIES_POINTS
 
@@ -68,6 +70,13 @@ READ_MODEL_CASES = {
         "run_values_series_idx",
     ),
     "metric keys": (METRIC_KEYS, {"name": "exp_7", "limit": 5001}, "metric_counts"),
+    "history": (HISTORY, {"name": "exp_7", "variant": None, "metric": None}, "run_values_series_idx"),
+    "history of one series": (
+        HISTORY,
+        {"name": "exp_7", "variant": "variant_2", "metric": "metric_7"},
+        "run_values_series_idx",
+    ),
+    "changes: experiment exists": (EXPERIMENT_EXISTS, {"name": "exp_7"}, "metric_counts"),
 }
 
 

@@ -218,7 +218,7 @@ def test_migration_builds_the_model_of_stored_rows(server_url: str, tmp_path: Pa
             )
 
         applied = apply_migrations(url)
-        assert applied[-1] == "0003_runs_read_model"
+        assert "0003_runs_read_model" in applied
         with psycopg.connect(url, autocommit=True) as conn:
             assert_model_agrees(conn)
             assert conn.execute("SELECT count(*) FROM ingest.run_values").fetchone()[0] == 24 + 30
@@ -372,9 +372,10 @@ def test_too_many_series_is_a_422(query_app, db) -> None:
     assert get_multi(query_app, "/experiments/series", {"name": ["wide"], "metric": ["a"]}).status == 200
 
 
-def test_the_largest_series_answer_stays_under_lambdas_6_mb(query_app, db) -> None:
+def test_the_largest_series_answer_stays_under_lambdas_6_mb(query_app, db, monkeypatch) -> None:
     """MAX_SERIES series of the longest names that escape the most, every point at its widest value: the whole
     proxy response (the body JSON inside the event JSON) stays under 6 MB, and the points share the budget."""
+    monkeypatch.setenv("DB_REQUEST_DEADLINE_S", "60")  # this checks bytes, not time; a loaded machine is slow
     metric_count = MAX_SERIES_METRICS
     variant_count = MAX_SERIES // metric_count
     char = '"'  # escaped in the body, escaped again in the response envelope

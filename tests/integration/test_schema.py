@@ -14,6 +14,8 @@ from experiments.migrations import apply_migrations
 
 pytestmark = pytest.mark.integration
 
+# Every file of db/migrations, in the order they apply.
+MIGRATIONS = ["0001_experiments", "0003_runs_read_model", "0004_change_points"]
 PRISMA_DDL = (Path(__file__).parents[1] / "fixtures" / "prisma_experiments_migration.sql").read_text()
 
 CATALOG = {
@@ -78,7 +80,7 @@ def test_migrating_a_prisma_database_changes_nothing_of_prismas(new_database: Ca
         )
     before = catalog(url)
 
-    assert apply_migrations(url) == ["0001_experiments", "0003_runs_read_model"]
+    assert apply_migrations(url) == MIGRATIONS
     assert catalog(url) == before
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT id FROM experiments").fetchall() == [("prisma-row",)]
@@ -86,10 +88,9 @@ def test_migrating_a_prisma_database_changes_nothing_of_prismas(new_database: Ca
 
 def test_migrations_apply_once(new_database: Callable[[], str]) -> None:
     url = new_database()
-    assert apply_migrations(url) == ["0001_experiments", "0003_runs_read_model"]
+    assert apply_migrations(url) == MIGRATIONS
     assert apply_migrations(url) == []
     with psycopg.connect(url) as conn:
-        assert conn.execute("SELECT version FROM ingest.schema_migrations").fetchall() == [
-            ("0001_experiments",),
-            ("0003_runs_read_model",),
+        assert conn.execute("SELECT version FROM ingest.schema_migrations ORDER BY version").fetchall() == [
+            (version,) for version in MIGRATIONS
         ]

@@ -149,19 +149,40 @@ def test_the_database_password_from_database_url_never_appears_in_logs(
     assert all(PASSWORD not in json.dumps([a.headers, a.body]) for a in answers)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql://postgres:{PASSWORD}%zz@127.0.0.1:5432/x",  # bad percent-encoding: psycopg quotes the token
+        f"postgresql://postgres:{PASSWORD}%@127.0.0.1:5432/x",
+        f"host=127.0.0.1 password='{PASSWORD} dbname=x",  # an unterminated quote
+    ],
+    ids=["bad-escape", "lone-percent", "unterminated-quote"],
+)
+def test_a_malformed_database_url_never_logs_or_answers_the_password(
+    url, capsys, monkeypatch, post, report_app
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", url)
+    report_app.database.close()
+    with captured_logs(report_app) as logs:
+        answer = post(REPORT)
+
+    assert answer.status == 500  # a deployment mistake, said in the log: "DATABASE_URL is not a valid ..."
+    logged, printed = logs.getvalue(), capsys.readouterr()
+    assert "DATABASE_URL is not a valid connection string" in logged  # the logs were captured
+    assert PASSWORD not in logged + printed.out + printed.err
+    assert PASSWORD not in json.dumps([answer.headers, answer.body])
+
+
 def test_the_database_password_from_secrets_manager_never_appears_in_logs(
     capsys, secrets_manager, database_url, monkeypatch, post, report_app, db
 ) -> None:
     params = conninfo_to_dict(database_url)
-    secrets_manager.secret = {
-        "host": params.get("host") or "127.0.0.1",
-        "port": int(params.get("port", 5432)),
-        "username": params.get("user", "postgres"),
-        "password": PASSWORD,
-        "dbname": params["dbname"],
-    }
+    arn = secrets_manager.create({"username": params.get("user", "postgres"), "password": PASSWORD})
     monkeypatch.delenv("DATABASE_URL")
-    monkeypatch.setenv("DB_SECRET_ARN", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf")
+    monkeypatch.setenv("DB_SECRET_ARN", arn)
+    monkeypatch.setenv("DB_HOST", params.get("host") or "127.0.0.1")
+    monkeypatch.setenv("DB_PORT", str(params.get("port") or 5432))
+    monkeypatch.setenv("DB_NAME", params["dbname"])
     monkeypatch.setenv("DB_SSLMODE", "prefer")
 
     with captured_logs(report_app) as logs:

@@ -101,7 +101,7 @@ def invoke_built(
         "AWS_DEFAULT_REGION": "eu-west-1",
         "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
         "AWS_LAMBDA_FUNCTION_NAME": function_dir.name,
-        "LAMBDA_TASK_ROOT": str(function_dir),  # makes Powertools' Tracer trace, as in Lambda
+        "LAMBDA_TASK_ROOT": str(function_dir),  # as in Lambda
         "_X_AMZN_TRACE_ID": TRACE_ID,
         "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
         **env,

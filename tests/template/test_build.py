@@ -102,11 +102,26 @@ def test_default_build_is_arm64_with_every_pinned_requirement(sam_builds: dict[s
         for dependency in map(Requirement, dists[name].requires or []):
             if needed(dependency, extras, environment):
                 pending.append((dependency, set(dependency.extras)))
-    # The extras were followed: [binary] and [tracer] bring the compiled driver and the X-Ray SDK.
-    assert {"psycopg-binary", "aws-xray-sdk", "pydantic-core"} <= seen
+    # The extras were followed: [binary] brings the compiled driver.
+    assert {"psycopg-binary", "pydantic-core"} <= seen
     # The experiments package itself, importable by name from the layer's python/ folder.
     assert (layer_python / "experiments" / "__init__.py").is_file()
     assert (layer_python / "experiments" / "auth.py").is_file()
+    # Where DB_CA_BUNDLE=certs/<bundle>.pem points (experiments.config resolves it against this folder).
+    assert (layer_python / "certs" / "README.md").is_file()
+
+
+AWS_SDK = {"boto3", "botocore", "s3transfer", "aws-xray-sdk"}
+
+
+@pytest.mark.parametrize("architecture", ["arm64", "x86_64"])
+def test_the_layer_ships_no_aws_sdk(sam_builds: dict[str, Path], architecture: str) -> None:
+    """The Lambda runtime's boto3 and botocore are the ones used (by Powertools parameters, for Secrets Manager):
+    a copy in the layer would shadow them and pair with the runtime's boto3 by chance (aws-xray-sdk brought one)."""
+    layer_python = sam_builds[architecture] / "CommonLayer" / "python"
+    assert not AWS_SDK & set(installed(layer_python)), sorted(AWS_SDK & set(installed(layer_python)))
+    packages = {path.name for path in layer_python.iterdir() if path.is_dir()}
+    assert not {"boto3", "botocore", "s3transfer", "aws_xray_sdk"} & packages
 
 
 def test_migrations_are_packaged_with_the_migrate_function(sam_builds: dict[str, Path]) -> None:

@@ -13,8 +13,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,52 +20,26 @@ import psycopg
 import pytest
 from template.samhelpers import function_environment, invoke_built
 
+from experiments.migrations import DEFAULT_MIGRATIONS_DIR, migration_files
+from support import Recorded, Reply, ScriptedServer
+
 UNREACHABLE_DATABASE = "postgresql://postgres@127.0.0.1:1/nothing_listens_here?connect_timeout=2"
 
 
-@dataclass
-class Received:
-    method: str
-    path: str
-    content_type: str | None
-    body: dict[str, Any]
-
-
-class ResponseUrl:
-    """An HTTP server that accepts PUTs like S3 does for a pre-signed URL, and remembers them."""
+class ResponseUrl(ScriptedServer):
+    """The pre-signed S3 URL CloudFormation gives a custom resource: PUTs answered 200 and recorded."""
 
     def __init__(self) -> None:
-        self.received: list[Received] = []
-        received = self.received
+        super().__init__(PUT=[Reply(200)])
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_PUT(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                body = json.loads(self.rfile.read(length) or b"null")
-                received.append(Received("PUT", self.path, self.headers.get("Content-Type"), body))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/cloudformation-responses/{uuid.uuid4().hex}?X-Amz-Signature=abc"
+    def presigned(self) -> str:
+        return f"{self.url}/cloudformation-responses/{uuid.uuid4().hex}?X-Amz-Signature=abc"
 
 
 @pytest.fixture
 def response_url() -> Iterator[ResponseUrl]:
-    server = ResponseUrl()
-    server.thread.start()
-    yield server
-    server.server.shutdown()
-    server.server.server_close()
+    with ResponseUrl() as server:
+        yield server
 
 
 @pytest.fixture
@@ -124,25 +96,25 @@ def migrate(sam_builds: dict[str, Path], python312: Path, cfn: dict[str, Any], r
 
     def call(
         event: dict[str, Any], database_url: str, *, timeout_s: float = 30, layer: Path | None = None
-    ) -> tuple[list[Received], dict[str, Any]]:
+    ) -> tuple[list[Recorded], dict[str, Any]]:
         env = {**function_environment(cfn, "MigrateFunction"), "DATABASE_URL": database_url}
-        before = len(response_url.received)
+        before = len(response_url.received("PUT"))
         report = invoke_built(
             python312, build / "MigrateFunction", layer or build / "CommonLayer", [event], env, timeout_s=timeout_s
         )
         [outcome] = report["results"]
         assert "result" in outcome, f"the handler raised: {outcome.get('traceback')}\n{report['log']}"
-        return response_url.received[before:], report
+        return response_url.received("PUT")[before:], report
 
     return call
 
 
-def assert_one_response(received: list[Received], event: dict[str, Any], status: str) -> dict[str, Any]:
+def assert_one_response(received: list[Recorded], event: dict[str, Any], status: str) -> dict[str, Any]:
     assert len(received) == 1, f"expected exactly one response, got {len(received)}: {received}"
     [response] = received
     assert response.method == "PUT"
-    assert response.content_type == ""  # what the pre-signed S3 URL is signed for
-    body = response.body
+    assert response.headers.get("content-type") == ""  # what the pre-signed S3 URL is signed for
+    body = response.json()
     assert body["Status"] == status, body
     for echoed in ("StackId", "RequestId", "LogicalResourceId"):
         assert body[echoed] == event[echoed]
@@ -153,7 +125,7 @@ def assert_one_response(received: list[Received], event: dict[str, Any], status:
 
 def create(migrate: Any, response_url: ResponseUrl, database: str) -> dict[str, Any]:
     """A successful Create (the stack's first deploy); returns the response CloudFormation got."""
-    event = cfn_event("Create", response_url.url)
+    event = cfn_event("Create", response_url.presigned())
     received, _ = migrate(event, database)
     return assert_one_response(received, event, "SUCCESS")
 
@@ -168,12 +140,13 @@ def tables(conninfo: str) -> set[str]:
 def test_create_applies_the_packaged_migrations_and_answers_success_once(
     migrate: Any, response_url: ResponseUrl, scratch_database: str
 ) -> None:
-    event = cfn_event("Create", response_url.url)
+    event = cfn_event("Create", response_url.presigned())
 
     received, _ = migrate(event, scratch_database)
 
     body = assert_one_response(received, event, "SUCCESS")
-    assert body["Data"] == {"Applied": "0001_experiments"}
+    # Every file of db/migrations, in order (the built function packages that folder).
+    assert body["Data"] == {"Applied": ",".join(path.stem for path in migration_files(DEFAULT_MIGRATIONS_DIR))}
     assert {"public.experiments", "ingest.idempotency_keys", "ingest.schema_migrations"} <= tables(scratch_database)
 
 
@@ -182,7 +155,7 @@ def test_update_answers_success_once_and_keeps_the_physical_id(
     migrate: Any, response_url: ResponseUrl, scratch_database: str
 ) -> None:
     created = create(migrate, response_url, scratch_database)
-    event = cfn_event("Update", response_url.url, physical_id=created["PhysicalResourceId"])
+    event = cfn_event("Update", response_url.presigned(), physical_id=created["PhysicalResourceId"])
 
     received, _ = migrate(event, scratch_database)
 
@@ -200,7 +173,7 @@ def test_delete_answers_success_once_and_leaves_the_data_alone(
         conn.execute(
             "INSERT INTO experiments (id, name, variant, metric, value) VALUES ('keep-me', 'n', 'v', 'p95_ms', 1)"
         )
-    event = cfn_event("Delete", response_url.url, physical_id="experiments-db-migrations")
+    event = cfn_event("Delete", response_url.presigned(), physical_id="experiments-db-migrations")
 
     received, _ = migrate(event, scratch_database)
 
@@ -214,7 +187,7 @@ def test_an_unreachable_database_answers_failed_once_with_the_reason(
     migrate: Any, response_url: ResponseUrl, request_type: str
 ) -> None:
     physical_id = None if request_type == "Create" else "experiments-db-migrations"
-    event = cfn_event(request_type, response_url.url, physical_id=physical_id)
+    event = cfn_event(request_type, response_url.presigned(), physical_id=physical_id)
 
     received, _ = migrate(event, UNREACHABLE_DATABASE)
 
@@ -225,7 +198,7 @@ def test_an_unreachable_database_answers_failed_once_with_the_reason(
 
 
 def test_delete_succeeds_without_touching_an_unreachable_database(migrate: Any, response_url: ResponseUrl) -> None:
-    event = cfn_event("Delete", response_url.url, physical_id="experiments-db-migrations")
+    event = cfn_event("Delete", response_url.presigned(), physical_id="experiments-db-migrations")
 
     received, _ = migrate(event, UNREACHABLE_DATABASE)
 
@@ -235,7 +208,7 @@ def test_delete_succeeds_without_touching_an_unreachable_database(migrate: Any, 
 def test_a_hanging_database_answers_failed_before_the_lambda_timeout(
     migrate: Any, response_url: ResponseUrl, silent_database: str
 ) -> None:
-    event = cfn_event("Create", response_url.url)
+    event = cfn_event("Create", response_url.presigned())
     timeout_s = 11.0  # leaves 3 s for the migration, the rest is the reserve for answering
     started = time.monotonic()
 
@@ -248,7 +221,7 @@ def test_a_hanging_database_answers_failed_before_the_lambda_timeout(
 
 
 def test_a_broken_layer_still_answers_failed(migrate: Any, response_url: ResponseUrl, tmp_path: Path) -> None:
-    event = cfn_event("Create", response_url.url)
+    event = cfn_event("Create", response_url.presigned())
     (tmp_path / "python").mkdir()
 
     received, _ = migrate(event, UNREACHABLE_DATABASE, layer=tmp_path)  # a layer with nothing in it

@@ -82,3 +82,26 @@ def test_k6_workflow_report_step_is_a_valid_reporter_call(tmp_path: Path) -> Non
     assert (payload["name"], payload["variant"]) == ("lru_cache", "cached")
     assert payload["metadata"]["environment"] == "staging"
     assert "not-printed" not in done.stdout + done.stderr
+
+
+def test_nightly_workflow_runs_k6_reports_and_looks_for_change_points() -> None:
+    document = workflow("k6-nightly.yml")
+    assert "schedule" in triggers(document) and "workflow_dispatch" in triggers(document)
+    [job] = document["jobs"].values()
+    assert job["env"]["EXPERIMENTS_API_KEY"] == "${{ secrets.EXPERIMENTS_API_KEY }}"
+    assert "DATABASE_URL" not in job["env"]  # only the step that reads the history gets it
+    by_name = steps(job)
+    assert "--summary-export=results.json" in by_name["Run k6"]["run"]
+    assert by_name["Report the run to the experiments API"]["run"].startswith("python scripts/report_k6_result.py")
+    regressions = by_name["Change points over time (Apache Otava)"]
+    assert regressions["run"].startswith("make regressions ") and "${{" not in regressions["run"]
+    assert regressions["env"]["DATABASE_URL"] == "${{ secrets.EXPERIMENTS_DATABASE_URL }}"
+    # Otava's own Slack notifier, configured only through secrets (and the channel variable).
+    assert regressions["env"]["SLACK_WEBHOOK_URL"] == "${{ secrets.SLACK_WEBHOOK_URL }}"
+    assert regressions["env"]["SLACK_BOT_TOKEN"] == "${{ secrets.SLACK_BOT_TOKEN }}"
+    names = list(by_name)
+    assert (
+        names.index("Run k6")
+        < names.index("Report the run to the experiments API")
+        < names.index("Change points over time (Apache Otava)")
+    )

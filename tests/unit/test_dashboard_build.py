@@ -1,7 +1,7 @@
 """The committed functions/query/dashboard.html is the build of dashboard/index.html, and GET /dashboard serves it.
 
 The library part of the page comes from npm; these tests need no npm: they rebuild the page from the current
-template and the library block already in the committed page (`make dashboard` rebuilds the library part).
+template and the library block already in the committed page, as `make dashboard` does without node_modules.
 """
 
 from __future__ import annotations
@@ -72,3 +72,10 @@ def test_dashboard_route_serves_the_page_with_a_policy_admitting_exactly_its_inl
     assert policy["default-src"] == "'none'"
     assert policy["connect-src"] == "'self'"
     assert "unsafe" not in headers["Content-Security-Policy"]
+
+
+def test_build_without_node_modules_reuses_the_committed_library_block(tmp_path) -> None:
+    page, source = build.build(library_dir=tmp_path / "no_node_modules")
+    assert source == f"the committed {build.OUTPUT.name}"
+    assert build.vendored_block(page) == build.vendored_block(build.OUTPUT.read_text(encoding="utf-8"))
+    assert page == build.OUTPUT.read_text(encoding="utf-8")

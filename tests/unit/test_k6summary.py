@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from experiments.k6summary import (
+    HEADLINE_SOURCE,
     HIGHER,
     LOWER,
     direction,
@@ -16,6 +17,7 @@ from experiments.k6summary import (
     select_metrics,
     split_series,
 )
+from support import HEADLINE_FIGURES
 
 
 def keys_of(doc: dict[str, Any], **choice: Any) -> dict[str, float]:
@@ -181,3 +183,8 @@ def test_direction_of_k6_and_custom_metrics(key: str, way: str | None) -> None:
 def test_the_reports_own_globs_decide_before_any_rule() -> None:
     assert direction("rate_limited_responses:count", lower=["rate_limited_*"]) == LOWER
     assert direction("with_cache_duration:p(95)", higher=["with_cache_duration"]) == HIGHER
+
+
+def test_the_tests_table_of_headline_figures_equals_the_mapping() -> None:
+    """tests/support.HEADLINE_FIGURES states the README's contract; the mapping must say the same."""
+    assert HEADLINE_SOURCE == HEADLINE_FIGURES

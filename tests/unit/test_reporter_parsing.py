@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from support import load_reporter
+from support import load_reporter, summary_export_doc
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "scripts" / "report_k6_result.py"
@@ -31,32 +31,6 @@ def write_json(tmp_path: Path, doc: Any, name: str = "summary.json") -> str:
     path = tmp_path / name
     path.write_text(json.dumps(doc), encoding="utf-8")
     return str(path)
-
-
-def summary_export_doc(**duration_overrides: Any) -> dict[str, Any]:
-    """A `--summary-export` document in the shape k6 1.1 writes (see the real one in the e2e tests)."""
-    duration = {
-        "med": 2.5,
-        "p(50)": 2.5,
-        "p(90)": 4.0,
-        "p(95)": 5.25,
-        "p(99)": 9.0,
-        "avg": 3.0,
-        "min": 1.0,
-        "max": 12.0,
-        "thresholds": {"p(95)<1": True},
-    }
-    duration.update(duration_overrides)
-    return {
-        "root_group": {"name": "", "path": "", "id": "d41d8cd98f00b204e9800998ecf8427e", "groups": {}, "checks": {}},
-        "metrics": {
-            "http_req_duration": duration,
-            "http_reqs": {"count": 200, "rate": 99.5},
-            "http_req_failed": {"passes": 20, "fails": 180, "value": 0.1, "thresholds": {"rate<0.5": False}},
-            "checks": {"passes": 180, "fails": 20, "value": 0.9},
-            "vus_max": {"value": 4, "min": 4, "max": 4},
-        },
-    }
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

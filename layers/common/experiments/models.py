@@ -277,6 +277,9 @@ class VariantSummary(BaseModel):
 
 class MetricComparison(BaseModel):
     metric: str
+    k6Metric: str = Field(description="The k6 metric the key reads back to (the key itself for other keys)")
+    tags: dict[str, str] = Field(description='The key\'s tags, e.g. {"name": "GET /products/:id"}')
+    stat: str | None = Field(description="The key's stat (`p(95)`, `rate`, ...); null for keys of no convention")
     higherIsBetter: bool | None = Field(description="null when neither direction is known (verdict `changed`)")
     variants: list[VariantSummary]
 
@@ -318,3 +321,22 @@ class MetricList(BaseModel):
     name: str
     metrics: list[MetricInfo] = Field(description="The experiment's metric keys, sorted")
     truncated: bool = Field(default=False, description="True when more keys are stored than listed")
+
+
+class ChangePointOut(BaseModel):
+    """One change point of a variant's metric over time, as Apache Otava found it (`make regressions`)."""
+
+    variant: str
+    metric: str
+    createdAt: str = Field(description="When the first run at the new level ran (UTC, ISO 8601 with milliseconds)")
+    runIndex: int = Field(description="0-based position of that run in the variant's series of this metric")
+    before: float = Field(description="Mean of the runs before the change (since the previous change point)")
+    after: float = Field(description="Mean of the runs from the change on (up to the next change point)")
+    changePct: float | None = Field(description="(after - before) in percent of before; null when before is 0")
+    pValue: float = Field(description="Otava's p-value for the split (Student's t-test of the two sides)")
+    verdict: str = Field(description="better, worse, or changed (neither direction known for the metric)")
+
+
+class ChangesReport(BaseModel):
+    name: str
+    changes: list[ChangePointOut] = Field(description="Oldest first; empty when the last analysis found none")

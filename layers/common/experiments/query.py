@@ -24,7 +24,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from experiments.k6summary import HIGHER, direction
+from experiments.k6summary import HIGHER, direction, parse_key
 from experiments.models import (
     ComparisonReport,
     ExperimentPage,
@@ -158,7 +158,12 @@ def compare_variants(
                 )
             )
         higher = None if way is None else way == HIGHER
-        metrics.append(MetricComparison(metric=metric, higherIsBetter=higher, variants=summaries))
+        k6_metric, tags, stat = parse_key(metric)
+        metrics.append(
+            MetricComparison(
+                metric=metric, k6Metric=k6_metric, tags=dict(tags), stat=stat, higherIsBetter=higher, variants=summaries
+            )
+        )
     return ComparisonReport(name=name, baseline=baseline, runs=runs, thresholdPct=threshold_pct, metrics=metrics)
 
 

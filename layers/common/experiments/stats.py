@@ -63,10 +63,17 @@ def compare_runs(
         beyond_noise = min(variant) > max(baseline) if change > 0 else max(variant) < min(baseline)
     if not beyond_noise:
         return Comparison(_finite(change), "no_change", method, p_value)
+    return Comparison(_finite(change), judge(way, change), method, p_value)
+
+
+def judge(way: str | None, change: float) -> Literal["better", "worse", "changed"]:
+    """Which way a real change went for a metric of direction `way` (HIGHER, LOWER, None = unknown).
+
+    The one rule for both verdicts: a variant against the baseline, and a change point in a series over time.
+    """
     if way is None:
-        return Comparison(_finite(change), "changed", method, p_value)
-    improved = (change > 0) == (way == HIGHER)
-    return Comparison(_finite(change), "better" if improved else "worse", method, p_value)
+        return "changed"
+    return "better" if (change > 0) == (way == HIGHER) else "worse"
 
 
 def percent_change(base: float, other: float) -> float:
