@@ -3,8 +3,8 @@
 -- transaction as the rows, whoever writes them (our API, the Prisma backend, psql). Prisma's schema diff
 -- knows nothing of triggers, so they are no drift; its table, columns and indexes are left as they are.
 --
--- ingest.run_values   one row per "experiments" row (same id): name, variant, metric, time, value, under an
---                     index that serves "the last N values of this metric for this variant" and a metric's
+-- ingest.run_values   one row per "experiments" row (same id): name, variant, metric, time, value, under one
+--                     unique index that serves "the last N values of this metric for this variant" and a metric's
 --                     whole series by a range scan, without touching the experiment's other metrics or runs.
 -- ingest.metric_counts one row per (name, variant, metric): how many runs (rows) are stored, so counting
 --                     never scans them; its keys are the experiment's variants and metrics.
@@ -51,7 +51,8 @@ CREATE OR REPLACE FUNCTION ingest.read_model_rows() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF TG_OP IN ('DELETE', 'UPDATE') THEN
-        DELETE FROM ingest.run_values v USING old_rows o WHERE v.id = o.id;
+        DELETE FROM ingest.run_values v USING old_rows o
+        WHERE (v.name, v.metric, v.variant, v.created_at, v.id) = (o.name, o.metric, o.variant, o."createdAt", o.id);
 
         WITH gone AS (
             SELECT name, variant, "createdAt" AS created_at, count(*) AS n FROM old_rows
@@ -144,8 +145,10 @@ FROM "experiments" GROUP BY name, variant, "createdAt";
 INSERT INTO ingest.metric_counts (name, variant, metric, runs)
 SELECT name, variant, metric, count(*) FROM "experiments" GROUP BY name, variant, metric;
 
-ALTER TABLE ingest.run_values ADD PRIMARY KEY (id);
-CREATE INDEX run_values_series_idx ON ingest.run_values (name, metric, variant, created_at DESC, id DESC) INCLUDE (value);
+-- Unique over the whole row key (id is unique in "experiments"), so one index serves reads, deletes and
+-- integrity: a primary key on id alone would be a second index to grow on every write, at random places.
+CREATE UNIQUE INDEX run_values_series_idx
+    ON ingest.run_values (name, metric, variant, created_at DESC, id DESC) INCLUDE (value);
 ALTER TABLE ingest.metric_counts ADD PRIMARY KEY (name, variant, metric);
 CREATE INDEX metric_counts_metric_idx ON ingest.metric_counts (name, metric, variant);
 ALTER TABLE ingest.runs ADD PRIMARY KEY (name, variant, created_at);
