@@ -120,30 +120,42 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER ingest_read_model_insert AFTER INSERT ON "experiments"
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION ingest.read_model_rows();
-CREATE TRIGGER ingest_read_model_update AFTER UPDATE ON "experiments"
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION ingest.read_model_rows();
-CREATE TRIGGER ingest_read_model_delete AFTER DELETE ON "experiments"
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION ingest.read_model_rows();
-CREATE TRIGGER ingest_read_model_truncate AFTER TRUNCATE ON "experiments"
-    FOR EACH STATEMENT EXECUTE FUNCTION ingest.read_model_truncate();
+-- The triggers, and the model of the rows stored, in one function: the migration calls it once, and it is the
+-- repair after anything that bypassed or removed the triggers (a restore with triggers disabled, a table that
+-- `prisma migrate reset` dropped and created again): `SELECT ingest.rebuild_read_model();`. Creating the
+-- triggers locks "experiments" against writers until the caller commits, so no row is missed or counted twice.
+-- It names "experiments" as the caller's search_path finds it, like the migrations do.
+CREATE OR REPLACE FUNCTION ingest.rebuild_read_model() RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    CREATE OR REPLACE TRIGGER ingest_read_model_insert AFTER INSERT ON "experiments"
+        REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION ingest.read_model_rows();
+    CREATE OR REPLACE TRIGGER ingest_read_model_update AFTER UPDATE ON "experiments"
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION ingest.read_model_rows();
+    CREATE OR REPLACE TRIGGER ingest_read_model_delete AFTER DELETE ON "experiments"
+        REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION ingest.read_model_rows();
+    CREATE OR REPLACE TRIGGER ingest_read_model_truncate AFTER TRUNCATE ON "experiments"
+        FOR EACH STATEMENT EXECUTE FUNCTION ingest.read_model_truncate();
 
--- The model of the rows already stored. The triggers above exist already and lock "experiments" against
--- writers until this migration commits, so no row is missed or counted twice.
+    TRUNCATE ingest.run_values, ingest.metric_counts, ingest.runs;
+
+    INSERT INTO ingest.run_values (id, name, variant, metric, created_at, value)
+    SELECT id, name, variant, metric, "createdAt", value FROM "experiments";
+
+    INSERT INTO ingest.runs (name, variant, created_at, rows, directions)
+    SELECT name, variant, "createdAt", count(*),
+           (array_agg(metadata->'directions') FILTER (WHERE jsonb_typeof(metadata->'directions') = 'object'))[1]
+    FROM "experiments" GROUP BY name, variant, "createdAt";
+
+    INSERT INTO ingest.metric_counts (name, variant, metric, runs)
+    SELECT name, variant, metric, count(*) FROM "experiments" GROUP BY name, variant, metric;
+END
+$$;
+
+-- Here the tables have no index yet: the copy is fast, and the indexes are built once, after it.
 SET LOCAL maintenance_work_mem = '128MB';
-
-INSERT INTO ingest.run_values (id, name, variant, metric, created_at, value)
-SELECT id, name, variant, metric, "createdAt", value FROM "experiments";
-
-INSERT INTO ingest.runs (name, variant, created_at, rows, directions)
-SELECT name, variant, "createdAt", count(*),
-       (array_agg(metadata->'directions') FILTER (WHERE jsonb_typeof(metadata->'directions') = 'object'))[1]
-FROM "experiments" GROUP BY name, variant, "createdAt";
-
-INSERT INTO ingest.metric_counts (name, variant, metric, runs)
-SELECT name, variant, metric, count(*) FROM "experiments" GROUP BY name, variant, metric;
+SELECT ingest.rebuild_read_model();
 
 -- Unique over the whole row key (id is unique in "experiments"), so one index serves reads, deletes and
 -- integrity: a primary key on id alone would be a second index to grow on every write, at random places.

@@ -419,3 +419,31 @@ def test_directions_written_past_the_api_that_are_not_globs_count_as_none(get, d
     )
     assert get("/experiments/metrics", {"name": "odd"}).body["metrics"] == [{"metric": "x", "higherIsBetter": False}]
     assert get("/experiments/compare", {"name": "odd"}).body["metrics"][0]["higherIsBetter"] is False
+
+
+def test_rebuild_repairs_the_model_after_the_table_was_made_again(db) -> None:
+    """`prisma migrate reset` drops and creates the table (our triggers go with it); a restore may bypass them:
+    `SELECT ingest.rebuild_read_model()` puts the triggers back and rebuilds the model from the rows."""
+    store(db, report("reset", "baseline", {"p95_ms": 1}, START))
+    prisma_ddl = (Path(__file__).parents[1] / "fixtures" / "prisma_experiments_migration.sql").read_text()
+    try:
+        db.execute("DROP TABLE experiments")
+        db.execute(prisma_ddl)
+        db.execute("INSERT INTO experiments (id, name, variant, metric, value) VALUES ('after', 'reset', 'v', 'x', 2)")
+        with db.transaction():
+            db.execute("SET LOCAL session_replication_role = replica")  # a restore with triggers disabled
+            db.execute(
+                "INSERT INTO experiments (id, name, variant, metric, value) VALUES ('quiet', 'reset', 'v', 'y', 3)"
+            )
+        assert db.execute("SELECT count(*) FROM ingest.run_values WHERE id IN ('after', 'quiet')").fetchone()[0] == 0
+
+        db.execute("SELECT ingest.rebuild_read_model()")
+        assert_model_agrees(db)
+        db.execute("INSERT INTO experiments (id, name, variant, metric, value) VALUES ('later', 'reset', 'v', 'x', 4)")
+        db.execute("DELETE FROM experiments WHERE id = 'after'")
+        assert_model_agrees(db)
+        assert db.execute("SELECT runs FROM ingest.metric_counts WHERE name = 'reset' AND metric = 'x'").fetchone() == (
+            1,
+        )
+    finally:
+        db.execute("SELECT ingest.rebuild_read_model()")  # the triggers stay for the tests after this one
