@@ -3,8 +3,8 @@
 -- transaction as the rows, whoever writes them (our API, the Prisma backend, psql). Prisma's schema diff
 -- knows nothing of triggers, so they are no drift; its table, columns and indexes are left as they are.
 --
--- ingest.run_values   one row per "experiments" row (same id): name, variant, metric, time, value, under an
---                     index that serves "the last N values of this metric for this variant" and a metric's
+-- ingest.run_values   one row per "experiments" row (same id): name, variant, metric, time, value, under one
+--                     unique index that serves "the last N values of this metric for this variant" and a metric's
 --                     whole series by a range scan, without touching the experiment's other metrics or runs.
 -- ingest.metric_counts one row per (name, variant, metric): how many runs (rows) are stored, so counting
 --                     never scans them; its keys are the experiment's variants and metrics.
@@ -15,35 +15,31 @@
 -- The functions are SECURITY DEFINER: a Prisma backend connecting as a role that may not write schema
 -- "ingest" still stores its rows; they name every object by schema and search only pg_catalog.
 
-CREATE TABLE IF NOT EXISTS ingest.run_values (
-    id         TEXT PRIMARY KEY,
+-- The tables get their keys and indexes after the rows already stored are copied in (below): building an
+-- index once is several times faster than growing it row by row, and the copy runs while writers wait.
+CREATE TABLE ingest.run_values (
+    id         TEXT NOT NULL,
     name       TEXT NOT NULL,
     variant    TEXT NOT NULL,
     metric     TEXT NOT NULL,
     created_at TIMESTAMP(3) NOT NULL,
     value      DECIMAL(10,4) NOT NULL
 );
-CREATE INDEX IF NOT EXISTS run_values_series_idx
-    ON ingest.run_values (name, metric, variant, created_at DESC, id DESC) INCLUDE (value);
 
-CREATE TABLE IF NOT EXISTS ingest.metric_counts (
+CREATE TABLE ingest.metric_counts (
     name    TEXT NOT NULL,
     variant TEXT NOT NULL,
     metric  TEXT NOT NULL,
-    runs    BIGINT NOT NULL CHECK (runs > 0),
-    PRIMARY KEY (name, variant, metric)
+    runs    BIGINT NOT NULL CHECK (runs > 0)
 );
-CREATE INDEX IF NOT EXISTS metric_counts_metric_idx ON ingest.metric_counts (name, metric, variant);
 
-CREATE TABLE IF NOT EXISTS ingest.runs (
+CREATE TABLE ingest.runs (
     name       TEXT NOT NULL,
     variant    TEXT NOT NULL,
     created_at TIMESTAMP(3) NOT NULL,
     rows       BIGINT NOT NULL CHECK (rows > 0),
-    directions JSONB,
-    PRIMARY KEY (name, variant, created_at)
+    directions JSONB
 );
-CREATE INDEX IF NOT EXISTS runs_directions_idx ON ingest.runs (name, created_at DESC) WHERE directions IS NOT NULL;
 
 -- One function for the three row triggers: an UPDATE is its old rows out, then its new rows in (any column may
 -- have changed, even the id). Statements naming a transition table the trigger lacks are never run.
@@ -55,7 +51,8 @@ CREATE OR REPLACE FUNCTION ingest.read_model_rows() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF TG_OP IN ('DELETE', 'UPDATE') THEN
-        DELETE FROM ingest.run_values v USING old_rows o WHERE v.id = o.id;
+        DELETE FROM ingest.run_values v USING old_rows o
+        WHERE (v.name, v.metric, v.variant, v.created_at, v.id) = (o.name, o.metric, o.variant, o."createdAt", o.id);
 
         WITH gone AS (
             SELECT name, variant, "createdAt" AS created_at, count(*) AS n FROM old_rows
@@ -123,28 +120,48 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER ingest_read_model_insert AFTER INSERT ON "experiments"
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION ingest.read_model_rows();
-CREATE TRIGGER ingest_read_model_update AFTER UPDATE ON "experiments"
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION ingest.read_model_rows();
-CREATE TRIGGER ingest_read_model_delete AFTER DELETE ON "experiments"
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION ingest.read_model_rows();
-CREATE TRIGGER ingest_read_model_truncate AFTER TRUNCATE ON "experiments"
-    FOR EACH STATEMENT EXECUTE FUNCTION ingest.read_model_truncate();
+-- The triggers, and the model of the rows stored, in one function: the migration calls it once, and it is the
+-- repair after anything that bypassed or removed the triggers (a restore with triggers disabled, a table that
+-- `prisma migrate reset` dropped and created again): `SELECT ingest.rebuild_read_model();`. Creating the
+-- triggers locks "experiments" against writers until the caller commits, so no row is missed or counted twice.
+-- It names "experiments" as the caller's search_path finds it, like the migrations do.
+CREATE OR REPLACE FUNCTION ingest.rebuild_read_model() RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    CREATE OR REPLACE TRIGGER ingest_read_model_insert AFTER INSERT ON "experiments"
+        REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION ingest.read_model_rows();
+    CREATE OR REPLACE TRIGGER ingest_read_model_update AFTER UPDATE ON "experiments"
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION ingest.read_model_rows();
+    CREATE OR REPLACE TRIGGER ingest_read_model_delete AFTER DELETE ON "experiments"
+        REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION ingest.read_model_rows();
+    CREATE OR REPLACE TRIGGER ingest_read_model_truncate AFTER TRUNCATE ON "experiments"
+        FOR EACH STATEMENT EXECUTE FUNCTION ingest.read_model_truncate();
 
--- The model of the rows already stored. The triggers above exist already and lock "experiments" against
--- writers until this migration commits, so no row is missed or counted twice.
-INSERT INTO ingest.run_values (id, name, variant, metric, created_at, value)
-SELECT id, name, variant, metric, "createdAt", value FROM "experiments"
-ON CONFLICT (id) DO NOTHING;
+    TRUNCATE ingest.run_values, ingest.metric_counts, ingest.runs;
 
-INSERT INTO ingest.runs (name, variant, created_at, rows, directions)
-SELECT name, variant, "createdAt", count(*),
-       (array_agg(metadata->'directions') FILTER (WHERE jsonb_typeof(metadata->'directions') = 'object'))[1]
-FROM "experiments" GROUP BY name, variant, "createdAt"
-ON CONFLICT (name, variant, created_at) DO NOTHING;
+    INSERT INTO ingest.run_values (id, name, variant, metric, created_at, value)
+    SELECT id, name, variant, metric, "createdAt", value FROM "experiments";
 
-INSERT INTO ingest.metric_counts (name, variant, metric, runs)
-SELECT name, variant, metric, count(*) FROM "experiments" GROUP BY name, variant, metric
-ON CONFLICT (name, variant, metric) DO NOTHING;
+    INSERT INTO ingest.runs (name, variant, created_at, rows, directions)
+    SELECT name, variant, "createdAt", count(*),
+           (array_agg(metadata->'directions') FILTER (WHERE jsonb_typeof(metadata->'directions') = 'object'))[1]
+    FROM "experiments" GROUP BY name, variant, "createdAt";
+
+    INSERT INTO ingest.metric_counts (name, variant, metric, runs)
+    SELECT name, variant, metric, count(*) FROM "experiments" GROUP BY name, variant, metric;
+END
+$$;
+
+-- Here the tables have no index yet: the copy is fast, and the indexes are built once, after it.
+SET LOCAL maintenance_work_mem = '128MB';
+SELECT ingest.rebuild_read_model();
+
+-- Unique over the whole row key (id is unique in "experiments"), so one index serves reads, deletes and
+-- integrity: a primary key on id alone would be a second index to grow on every write, at random places.
+CREATE UNIQUE INDEX run_values_series_idx
+    ON ingest.run_values (name, metric, variant, created_at DESC, id DESC) INCLUDE (value);
+ALTER TABLE ingest.metric_counts ADD PRIMARY KEY (name, variant, metric);
+CREATE INDEX metric_counts_metric_idx ON ingest.metric_counts (name, metric, variant);
+ALTER TABLE ingest.runs ADD PRIMARY KEY (name, variant, created_at);
+CREATE INDEX runs_directions_idx ON ingest.runs (name, created_at DESC) WHERE directions IS NOT NULL;

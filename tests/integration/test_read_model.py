@@ -369,7 +369,7 @@ def test_the_largest_series_answer_stays_under_lambdas_6_mb(query_app, db, monke
     metrics = [f"{i:02d}" + char * (MAX_METRIC_KEY_LENGTH - 2) for i in range(metric_count)]
     variants = [f"{i:02d}" + "\u00e9" * (MAX_VARIANT_LENGTH - 2) for i in range(variant_count)]
     per_series = MAX_SERIES_TOTAL_POINTS // (metric_count * variant_count)
-    insert_series(db, "huge", variants, metrics, per_series * 3, value_sql="-999999.9999 + mod(i, 2) * 0.0002")
+    insert_series(db, "huge", variants, metrics, per_series + 2, value_sql="-999999.9999 + mod(i, 2) * 0.0002")
     event = get_event("/experiments/series", {"name": "huge"})
     event["multiValueQueryStringParameters"] = {"name": ["huge"], "metric": metrics, "points": ["2000"]}
     event["queryStringParameters"] = {"name": "huge", "metric": metrics[-1], "points": "2000"}
@@ -397,3 +397,40 @@ def test_metrics_lists_the_keys_with_their_directions(get, db) -> None:
         ],
         "truncated": False,
     }
+
+
+def test_directions_written_past_the_api_that_are_not_globs_count_as_none(get, db) -> None:
+    db.execute(
+        """INSERT INTO experiments (id, name, variant, metric, value, metadata) VALUES
+           ('odd', 'odd', 'baseline', 'x', 1, '{"directions": {"higher": 5, "lower": ["x", 7]}}')"""
+    )
+    assert get("/experiments/metrics", {"name": "odd"}).body["metrics"] == [{"metric": "x", "higherIsBetter": False}]
+    assert get("/experiments/compare", {"name": "odd"}).body["metrics"][0]["higherIsBetter"] is False
+
+
+def test_rebuild_repairs_the_model_after_the_table_was_made_again(db) -> None:
+    """`prisma migrate reset` drops and creates the table (our triggers go with it); a restore may bypass them:
+    `SELECT ingest.rebuild_read_model()` puts the triggers back and rebuilds the model from the rows."""
+    store(db, report("reset", "baseline", {"p95_ms": 1}, START))
+    prisma_ddl = (Path(__file__).parents[1] / "fixtures" / "prisma_experiments_migration.sql").read_text()
+    try:
+        db.execute("DROP TABLE experiments")
+        db.execute(prisma_ddl)
+        db.execute("INSERT INTO experiments (id, name, variant, metric, value) VALUES ('after', 'reset', 'v', 'x', 2)")
+        with db.transaction():
+            db.execute("SET LOCAL session_replication_role = replica")  # a restore with triggers disabled
+            db.execute(
+                "INSERT INTO experiments (id, name, variant, metric, value) VALUES ('quiet', 'reset', 'v', 'y', 3)"
+            )
+        assert db.execute("SELECT count(*) FROM ingest.run_values WHERE id IN ('after', 'quiet')").fetchone()[0] == 0
+
+        db.execute("SELECT ingest.rebuild_read_model()")
+        assert_model_agrees(db)
+        db.execute("INSERT INTO experiments (id, name, variant, metric, value) VALUES ('later', 'reset', 'v', 'x', 4)")
+        db.execute("DELETE FROM experiments WHERE id = 'after'")
+        assert_model_agrees(db)
+        assert db.execute("SELECT runs FROM ingest.metric_counts WHERE name = 'reset' AND metric = 'x'").fetchone() == (
+            1,
+        )
+    finally:
+        db.execute("SELECT ingest.rebuild_read_model()")  # the triggers stay for the tests after this one

@@ -58,6 +58,6 @@ def read_history(
         one = series.setdefault((row_variant, row_metric), Series(row_variant, row_metric))
         one.times.append(created_at)
         one.values.append(float(Decimal(value)))
-    raw = latest_directions(connection, name) if series else {}
-    directions = {way: [str(glob) for glob in raw.get(way) or ()] for way in ("higher", "lower")}
+    higher, lower = latest_directions(connection, name) if series else ((), ())
+    directions = {"higher": list(higher), "lower": list(lower)}
     return History(name=name, series=list(series.values()), directions=directions)

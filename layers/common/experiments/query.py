@@ -147,11 +147,11 @@ def compare_variants(
         recent.setdefault(metric, {}).setdefault(variant, []).append(float(Decimal(value)))
         totals[metric, variant] = count
 
-    globs = latest_directions(connection, name) if recent else {}
+    higher_globs, lower_globs = latest_directions(connection, name) if recent else ((), ())
 
     metrics = []
     for metric, by_variant in recent.items():
-        way = direction(metric, globs.get("higher", ()), globs.get("lower", ()))
+        way = direction(metric, higher_globs, lower_globs)
         baseline_values = by_variant.get(baseline, [])
         summaries = []
         for variant, values in sorted(by_variant.items(), key=lambda item: (item[0] != baseline, item[0])):
@@ -179,20 +179,17 @@ def compare_variants(
     return ComparisonReport(name=name, baseline=baseline, runs=runs, thresholdPct=threshold_pct, metrics=metrics)
 
 
-def latest_directions(connection: psycopg.Connection, name: str) -> dict[str, list[str]]:
-    """The `{"higher": [...], "lower": [...]}` globs of the experiment's latest run that gave any, else {}.
-
-    Our reports are checked on the way in, but the Prisma backend may write any JSON into metadata: a way
-    that is not a list counts as no globs, and only the strings of a list are globs.
-    """
+def latest_directions(connection: psycopg.Connection, name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The (higher, lower) globs of the experiment's latest run that gave directions, else empty."""
     row = connection.execute(DIRECTIONS, {"name": name}).fetchone()
-    if row is None:
-        return {}
-    return {
-        way: [glob for glob in globs if isinstance(glob, str)]
-        for way, globs in row[0].items()
-        if way in ("higher", "lower") and isinstance(globs, list)
-    }
+    return (_globs(row[0], "higher"), _globs(row[0], "lower")) if row else ((), ())
+
+
+def _globs(directions: dict[str, Any], way: str) -> tuple[str, ...]:
+    """The string globs of `directions[way]`. Our reports are checked on the way in, but the Prisma backend
+    may write any JSON into metadata, so anything but a list of strings counts as no globs."""
+    globs = directions.get(way)
+    return tuple(glob for glob in globs if isinstance(glob, str)) if isinstance(globs, list) else ()
 
 
 def iso_utc(moment: datetime) -> str:

@@ -115,9 +115,9 @@ def experiment_metrics(connection: psycopg.Connection, name: str) -> MetricList:
     keys = [row[0] for row in connection.execute(METRIC_KEYS, {"name": name, "limit": MAX_LISTED_METRICS + 1})]
     if not keys:
         raise NotFound(f"no experiment named {name!r}")
-    globs = latest_directions(connection, name)
+    higher_globs, lower_globs = latest_directions(connection, name)
     listed = []
     for key in keys[:MAX_LISTED_METRICS]:
-        way = direction(key, globs.get("higher", ()), globs.get("lower", ()))
+        way = direction(key, higher_globs, lower_globs)
         listed.append(MetricInfo(metric=key, higherIsBetter=None if way is None else way == HIGHER))
     return MetricList(name=name, metrics=listed, truncated=len(keys) > MAX_LISTED_METRICS)
