@@ -294,7 +294,7 @@ def test_compare_to_without_fail_on_regression_prints_but_does_not_fail(experime
         (("--compare-to", "baseline", "--fail-on-regression", "nan"), "--fail-on-regression must be a percentage"),
         (("--compare-to", "baseline", "--fail-on-regression", "ten"), "invalid float value: 'ten'"),
         (("--compare-to", "baseline", "--runs", "0"), "--runs must be from 1 to 100"),
-        (("--compare-to", " ", "--fail-on-regression", "10"), "--compare-to must not be empty"),
+        (("--compare-to", " ", "--fail-on-regression", "10"), "--compare-to must not be blank"),
     ],
     ids=["no-compare-to", "runs-without-compare-to", "negative", "nan", "not-a-number", "zero-runs", "empty-baseline"],
 )
