@@ -148,6 +148,11 @@ def python_3_9() -> str | None:
     return None
 
 
+# The Prisma backend's init migration: exactly what Prisma generates for the Experiment model (checked by
+# tests/integration/test_prisma.py), the one copy of Prisma's DDL the other tests build its table from.
+PRISMA_INIT_MIGRATION = REPO_ROOT / "tests" / "prisma" / "migrate" / "migrations" / "0_init" / "migration.sql"
+
+
 # --------------------------------------------------------------------------------------------- k6 expectations
 
 # The one table of what the headline keys mean, written from the README's contract (not from the code), so the

@@ -32,6 +32,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from devkit.localdb import scratch_database
 from experiments.migrations import PRISMA_BASELINE_HINT
+from support import PRISMA_INIT_MIGRATION
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +40,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PRISMA_DIR = REPO_ROOT / "tests" / "prisma"
 MIGRATE_DIR = PRISMA_DIR / "migrate"
 CLIENT_DIR = PRISMA_DIR / "client"
-INIT_MIGRATION = MIGRATE_DIR / "migrations" / "0_init" / "migration.sql"
 OUR_MIGRATION = REPO_ROOT / "db" / "migrations" / "0001_experiments.sql"
 BASELINE_COMMAND = "prisma migrate resolve --applied"
 
@@ -204,7 +204,9 @@ def test_prisma_generates_our_ddl(prisma6: Run, empty_database: str, tmp_path: P
     prisma6("migrate", "diff", *generate, database=empty_database)  # connects (the adapter) though it reads nothing
     generated = script.read_text()
 
-    assert generated == INIT_MIGRATION.read_text()  # the backend's init migration is exactly what Prisma generates
+    assert (
+        generated == PRISMA_INIT_MIGRATION.read_text()
+    )  # the backend's init migration is exactly what Prisma generates
     assert statements(generated) == statements(OUR_MIGRATION.read_text())
     assert len(statements(generated)) == 5  # the table and its four indexes
 

@@ -37,7 +37,7 @@ from experiments.migrations import DEFAULT_MIGRATIONS_DIR, apply_migrations
 from experiments.models import ExperimentReport
 from experiments.query import compare_variants
 from experiments.store import save_report
-from support import Answer, LambdaContext, decode, get_event
+from support import PRISMA_INIT_MIGRATION, Answer, LambdaContext, decode, get_event
 
 pytestmark = pytest.mark.integration
 
@@ -412,7 +412,7 @@ def test_rebuild_repairs_the_model_after_the_table_was_made_again(db) -> None:
     """`prisma migrate reset` drops and creates the table (our triggers go with it); a restore may bypass them:
     `SELECT ingest.rebuild_read_model()` puts the triggers back and rebuilds the model from the rows."""
     store(db, report("reset", "baseline", {"p95_ms": 1}, START))
-    prisma_ddl = (Path(__file__).parents[1] / "fixtures" / "prisma_experiments_migration.sql").read_text()
+    prisma_ddl = PRISMA_INIT_MIGRATION.read_text()
     try:
         db.execute("DROP TABLE experiments")
         db.execute(prisma_ddl)

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from devkit.localdb import scratch_database
 from experiments.migrations import apply_migrations
+from support import PRISMA_INIT_MIGRATION
 
 pytestmark = pytest.mark.integration
 
 # Every file of db/migrations, in the order they apply.
 MIGRATIONS = ["0001_experiments", "0002_idempotency_scope_and_expiry", "0003_runs_read_model", "0004_change_points"]
-# The Prisma backend's init migration, exactly what Prisma generates (tests/integration/test_prisma.py checks it).
-PRISMA_DDL = (Path(__file__).parents[1] / "prisma" / "migrate" / "migrations" / "0_init" / "migration.sql").read_text()
+PRISMA_DDL = PRISMA_INIT_MIGRATION.read_text()
 
 CATALOG = {
     "columns": """
