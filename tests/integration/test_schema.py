@@ -15,7 +15,13 @@ from experiments.migrations import apply_migrations
 pytestmark = pytest.mark.integration
 
 # Every file of db/migrations, in the order they apply.
-MIGRATIONS = ["0001_experiments", "0002_idempotency_scope_and_expiry", "0003_runs_read_model", "0004_change_points"]
+MIGRATIONS = [
+    "0001_experiments",
+    "0002_idempotency_scope_and_expiry",
+    "0003_runs_read_model",
+    "0004_change_points",
+    "0005_series_rollup",
+]
 # The Prisma backend's init migration, exactly what Prisma generates (tests/integration/test_prisma.py checks it).
 PRISMA_DDL = (Path(__file__).parents[1] / "prisma" / "migrate" / "migrations" / "0_init" / "migration.sql").read_text()
 
