@@ -1,8 +1,9 @@
 -- The series rollup: each series' lowest and highest run per time bucket, at a few fixed bucket widths, so a
 -- downsampled chart read costs what it returns (the buckets it draws), not every run of the series.
 --
--- ingest.series_levels   the bucket widths in seconds (1 minute to 1 week): the one list the triggers and the
---                        read (experiments.series) share.
+-- ingest.series_levels   the bucket widths in seconds (1 hour, 6 hours, 1 day, 1 week): the one list the
+--                        triggers and the read (experiments.series) share. Each width costs one bucket
+--                        upsert per stored row, so there are few.
 -- ingest.series_buckets  one row per (name, metric, variant, width, bucket) that holds runs, where bucket is
 --                        floor(seconds since 1970 / width) of the runs' "createdAt" (UTC, as stored): how many
 --                        values it holds, its lowest (the earliest of equals) and its highest (the same).
@@ -19,7 +20,7 @@
 CREATE TABLE ingest.series_levels (
     width INTEGER PRIMARY KEY CHECK (width > 0)
 );
-INSERT INTO ingest.series_levels (width) VALUES (60), (600), (3600), (21600), (86400), (604800);
+INSERT INTO ingest.series_levels (width) VALUES (3600), (21600), (86400), (604800);
 
 CREATE TABLE ingest.series_buckets (
     name      TEXT NOT NULL,
@@ -35,13 +36,15 @@ CREATE TABLE ingest.series_buckets (
 );
 
 -- The bucket of a time at a width, and the first instant of a bucket (for the index range that reads it).
+-- No SET clause, so the planner inlines them (one with a SET costs a call per row: twice the write), and
+-- every function they call is named by schema instead.
 CREATE OR REPLACE FUNCTION ingest.series_bucket(at TIMESTAMP, width INTEGER) RETURNS BIGINT
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
-RETURN floor(extract(epoch FROM at) / width)::bigint;
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN pg_catalog.floor(pg_catalog.date_part('epoch', at) / width)::bigint;
 
 CREATE OR REPLACE FUNCTION ingest.series_bucket_start(bucket BIGINT, width INTEGER) RETURNS TIMESTAMP
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
-RETURN TIMESTAMP '1970-01-01' + make_interval(secs => bucket * width);
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN TIMESTAMP '1970-01-01' + pg_catalog.make_interval(secs => bucket * width);
 
 -- Rows in (INSERT): one upsert per bucket and width, in key order. Rows out (DELETE) or changed (an UPDATE,
 -- which only direct SQL on run_values makes: 0003's function deletes and inserts): lock the buckets they were
