@@ -6,13 +6,13 @@ and the keys and run counts come from `ingest.metric_counts` without touching a 
 
 A series with more runs than the chart has points is downsampled from the rollup `ingest.series_buckets`
 (db/migrations/0005_series_rollup.sql), which keeps each series' lowest and highest run per time bucket at
-widths of 1 hour, 6 hours, 1 day and 1 week. The read takes the series' first and last time (two index probes), picks the
-finest width at which that span is at most `BUCKETS_PER_GROUP * points // 2` buckets (else the coarsest),
-cuts the span into `points // 2` equal stretches of time, and keeps each stretch's lowest and highest run (one
-if they are the same point), in time order. So it reads at most about twice as many rows as it returns, however
-many runs are stored. Spikes and dips survive (an average would hide a single bad night), a flat stretch costs
-two points, and a stretch without runs costs none. The response stays under Lambda's 6 MB (see
-`experiments.limits`).
+widths of 1 hour, 6 hours, 1 day and 1 week. The read takes the series' first and last time (two index
+probes), picks the finest width at which that span is at most `BUCKETS_PER_GROUP * (points // 2)` buckets
+(else the coarsest), cuts the span into `points // 2` equal stretches of time, and keeps each stretch's lowest
+and highest run (one if they are the same point), in time order. So it reads at most about twice as many rows
+as it returns (or one a week of the span, if more), however many runs are stored. Spikes and dips survive (an
+average would hide a single bad night), a flat stretch costs two points, and a stretch without runs costs
+none. The response stays under Lambda's 6 MB (see `experiments.limits`).
 """
 
 from __future__ import annotations
