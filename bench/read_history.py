@@ -10,10 +10,15 @@ round by round in a shuffled order (as benchmark 1 does):
             for contrast (fewer rounds: it ranks every row of the experiment).
 - chart:    the dashboard's first chart read, GET /experiments/series for p50, p95 and rps of `history_1000`
             through the query function's handler: time and bytes.
+- series:   the series read (`experiments.series.metric_series`, the three chart metrics of both variants, 600
+            points) on `series_1000` and `series_10000` (1,000 and 10,000 hourly runs of those metrics): the series
+            ratio is median(10,000 runs) / median(1,000 runs); and the read before the rollup (every run
+            numbered, devkit.reference_queries) on both, for contrast.
 - write:    what the triggers add to storing a 300-metric report (one INSERT, committed), against the same
             statement with triggers off (session_replication_role = replica; needs a superuser, else skipped).
 
-Run alone: `.venv/bin/python bench/read_history.py [--repeat N]` (DATABASE_URL, else 127.0.0.1:5432).
+Run alone: `.venv/bin/python bench/read_history.py [--repeat N] [--quick]` (DATABASE_URL, else 127.0.0.1:5432);
+`--quick`: a few rounds and no filler rows, to check it runs (its figures are noisy).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from ingest_path import LambdaContext, interleaved, paired_ratio, server_url, su
 from psycopg.types.json import Jsonb
 
 from devkit.localdb import scratch_database
-from devkit.reference_queries import RECENT_RUNS_OVER_EXPERIMENTS
+from devkit.reference_queries import RECENT_RUNS_OVER_EXPERIMENTS, SERIES_POINTS_OVER_ALL_RUNS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 QUERY_APP = REPO_ROOT / "functions" / "query" / "app.py"
@@ -50,11 +55,12 @@ CHART_METRICS = ["http_req_duration:med", "http_req_duration:p(95)", "http_reqs:
 # 300 keys a run, as a whole k6 summary has them: the chart's three, then per-endpoint trends.
 KEYS = CHART_METRICS + [f"http_req_duration{{name:GET /endpoint/{n // 6}}}:stat{n % 6}" for n in range(METRICS - 3)]
 
-# Runs of one experiment, every metric of every variant, one day apart; values vary from run to run.
+SERIES_POINTS = 600
+# Runs of one experiment, every metric of every variant, one day (or `every`) apart; values vary from run to run.
 INSERT_RUNS = """
 INSERT INTO experiments (id, name, variant, metric, value, "createdAt")
 SELECT gen_random_uuid()::text, %(name)s, v.variant, k.key, round((100 + 50 * random())::numeric, 4),
-       timestamp '2023-01-01' + r * interval '1 day' + v.n * interval '1 second'
+       timestamp '2023-01-01' + r * %(every)s::interval + v.n * interval '1 second'
 FROM generate_series(1, %(runs)s) AS r,
      unnest(%(variants)s::text[]) WITH ORDINALITY AS v(variant, n),
      unnest(%(keys)s::text[]) AS k(key)
@@ -71,19 +77,24 @@ FROM unnest(%(ids)s::text[], %(metrics)s::text[], %(values)s::numeric[]) AS m(id
 def fill(conn: psycopg.Connection, filler_rows: int) -> dict[str, float]:
     """The two experiments and `filler_rows` of others (100 metrics, 20 runs each); seconds per step."""
     seconds: dict[str, float] = {}
-    for name, runs in (("history_1000", 1000), ("history_10", 10)):
+    for name, runs, keys, every in (
+        ("history_1000", 1000, KEYS, "1 day"),
+        ("history_10", 10, KEYS, "1 day"),
+        ("series_1000", 1000, CHART_METRICS, "1 hour"),
+        ("series_10000", 10000, CHART_METRICS, "1 hour"),
+    ):
         started = time.perf_counter()
-        conn.execute(INSERT_RUNS, {"name": name, "runs": runs, "variants": VARIANTS, "keys": KEYS})
+        conn.execute(INSERT_RUNS, {"name": name, "runs": runs, "variants": VARIANTS, "keys": keys, "every": every})
         seconds[f"insert {name}"] = time.perf_counter() - started
     per_experiment = 20 * len(VARIANTS) * 100
     started = time.perf_counter()
     for number in range(max(0, filler_rows) // per_experiment):
-        params = {"name": f"filler_{number}", "runs": 20, "variants": VARIANTS, "keys": KEYS[:100]}
+        params = {"name": f"filler_{number}", "runs": 20, "variants": VARIANTS, "keys": KEYS[:100], "every": "1 day"}
         conn.execute(INSERT_RUNS, params)
     seconds["insert filler"] = time.perf_counter() - started
     started = time.perf_counter()
     conn.execute("VACUUM ANALYZE experiments")
-    conn.execute("VACUUM ANALYZE ingest.run_values, ingest.metric_counts, ingest.runs")
+    conn.execute("VACUUM ANALYZE ingest.run_values, ingest.metric_counts, ingest.runs, ingest.series_buckets")
     seconds["vacuum analyze"] = time.perf_counter() - started
     return seconds
 
@@ -124,6 +135,7 @@ def write_params() -> dict[str, Any]:
 def run(repeat: int = 60, warmup: int = 5, before_repeat: int = 5, filler_rows: int = 400_000) -> dict[str, Any]:
     """Build the bench database, measure, and return the figures."""
     from experiments.query import RECENT_RUNS, compare_variants
+    from experiments.series import metric_series
 
     url, transport = server_url()
     rng = random.Random(15)
@@ -163,6 +175,38 @@ def run(repeat: int = 60, warmup: int = 5, before_repeat: int = 5, filler_rows: 
                 rng,
             )
 
+            def series(name: str) -> Callable[[], object]:
+                return lambda: metric_series(conn, name, CHART_METRICS, points=SERIES_POINTS)
+
+            def series_before(name: str) -> Callable[[], object]:
+                params = {
+                    "name": name,
+                    "metrics": [m for m in CHART_METRICS for _ in VARIANTS],
+                    "variants": VARIANTS * len(CHART_METRICS),
+                    "points": SERIES_POINTS,
+                }
+                return lambda: conn.execute(SERIES_POINTS_OVER_ALL_RUNS, params).fetchall()
+
+            drawn = metric_series(conn, "series_10000", CHART_METRICS, points=SERIES_POINTS)
+            if [s.totalRuns for s in drawn.series] != [10000] * 6 or not all(s.downsampled for s in drawn.series):
+                raise RuntimeError("the series bench experiment is not what it should be")
+            series_points = sum(len(s.points) for s in drawn.series)
+            timings |= interleaved(
+                {"series, 10,000 runs": series("series_10000"), "series, 1,000 runs": series("series_1000")},
+                repeat,
+                warmup,
+                rng,
+            )
+            timings |= interleaved(
+                {
+                    "before: series over all runs, 10,000 runs": series_before("series_10000"),
+                    "before: series over all runs, 1,000 runs": series_before("series_1000"),
+                },
+                before_repeat,
+                1,
+                rng,
+            )
+
             writes: dict[str, list[float]] = {}
             if superuser:
 
@@ -191,6 +235,12 @@ def run(repeat: int = 60, warmup: int = 5, before_repeat: int = 5, filler_rows: 
         "history ratio (its SQL)": sql_ratio,
         "history ratio (before: SQL on experiments)": statistics.median(before[0]) / statistics.median(before[1]),
     }
+    ratios["series ratio (10,000 runs / 1,000)"] = statistics.median(
+        timings["series, 10,000 runs"]
+    ) / statistics.median(timings["series, 1,000 runs"])
+    ratios["series ratio (before: over all runs)"] = statistics.median(
+        timings["before: series over all runs, 10,000 runs"]
+    ) / statistics.median(timings["before: series over all runs, 1,000 runs"])
     if writes:
         ratios["write: triggers on/off"] = paired_ratio(writes["write, triggers on"], writes["write, triggers off"])
     return {
@@ -201,6 +251,7 @@ def run(repeat: int = 60, warmup: int = 5, before_repeat: int = 5, filler_rows: 
         "setup_seconds": {step: round(seconds, 1) for step, seconds in setup.items()},
         "variants": {name: summary(samples) for name, samples in (timings | writes).items()},
         "chart": chart,
+        "series_points": series_points,
         "ratios": ratios,
         "goal": f"history ratio (compare) <= {GOAL}",
         "meets_goal": ratio <= GOAL,
@@ -266,6 +317,7 @@ def table(result: dict[str, Any]) -> str:
         f"{chart['time']['median_ms']:.1f} ms, body {chart['body_bytes']:,} bytes, "
         f"Lambda response {chart['response_bytes']:,} bytes"
     )
+    lines.append(f"  series read of 6 series x 10,000 runs: {result['series_points']} points returned")
     lines.append(f"  goal {result['goal']}: {'met' if result['meets_goal'] else 'NOT met'}")
     return "\n".join(lines)
 
@@ -274,8 +326,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=60)
     parser.add_argument("--filler-rows", type=int, default=400_000, help="rows of other experiments")
+    parser.add_argument("--quick", action="store_true", help="10 rounds, 2 of the old queries, no filler rows")
     args = parser.parse_args(argv)
-    print(table(run(args.repeat, filler_rows=args.filler_rows)))
+    if args.quick:
+        print(table(run(10, warmup=2, before_repeat=2, filler_rows=0)))
+    else:
+        print(table(run(args.repeat, filler_rows=args.filler_rows)))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from devkit.localdb import scratch_database
 from experiments.changes import EXPERIMENT_EXISTS
 from experiments.history import HISTORY
 from experiments.query import DIRECTIONS, RECENT_RUNS, ListFilters, encode_cursor, list_query
-from experiments.series import METRIC_KEYS, SERIES_COUNTS, SERIES_POINTS
+from experiments.series import BUCKETS_PER_GROUP, METRIC_KEYS, SERIES_COUNTS, SERIES_DOWNSAMPLED, SERIES_POINTS
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ def million(server_url: str) -> Iterator[psycopg.Connection]:
     with scratch_database(server_url, "k6exp_plans") as url, psycopg.connect(url, autocommit=True) as conn:
         conn.execute(MILLION_ROWS)
         conn.execute("ANALYZE experiments")
-        conn.execute("ANALYZE ingest.run_values, ingest.metric_counts, ingest.runs")
+        conn.execute("ANALYZE ingest.run_values, ingest.metric_counts, ingest.runs, ingest.series_buckets")
         yield conn
 
 
@@ -69,6 +69,11 @@ READ_MODEL_CASES = {
         {"name": "exp_7", "metrics": ["metric_7", "metric_7"], "variants": ["variant_2", "variant_3"], "points": 600},
         "run_values_series_idx",
     ),
+    "series downsampled": (
+        SERIES_DOWNSAMPLED,
+        {"name": "exp_7", "metrics": ["metric_7"], "variants": ["variant_2"], "groups": 300, "most_buckets": 1200},
+        "series_buckets_pkey",
+    ),
     "metric keys": (METRIC_KEYS, {"name": "exp_7", "limit": 5001}, "metric_counts"),
     "history": (HISTORY, {"name": "exp_7", "variant": None, "metric": None}, "run_values_series_idx"),
     "history of one series": (
@@ -87,3 +92,38 @@ def test_read_model_queries_use_its_indexes(million, query: str, params: dict, i
     assert "Seq Scan on run_values" not in text, text
     assert index in text, text
     assert "on experiments" not in text, text
+
+
+def rows_read(conn: psycopg.Connection, query: str, params: dict) -> dict[str, int]:
+    """Per table, the rows its scans produced or filtered out (EXPLAIN ANALYZE, every loop counted)."""
+    (document,) = conn.execute(
+        psycopg.sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) ") + psycopg.sql.SQL(query), params
+    ).fetchone()
+    read: dict[str, int] = {}
+
+    def walk(node: dict) -> None:
+        if "Relation Name" in node:
+            rows = (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * node["Actual Loops"]
+            read[node["Relation Name"]] = read.get(node["Relation Name"], 0) + rows
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(document[0]["Plan"])
+    return read
+
+
+@pytest.mark.parametrize("points", [2, 20, 100, 600, 2000])
+def test_a_downsampled_series_reads_about_what_it_returns(million, points: int) -> None:
+    """exp_7's series holds 5,000 runs over a year: drawn in `points`, the read takes its two ends from the
+    values and at most BUCKETS_PER_GROUP buckets per pair of points from the rollup, not the runs. Below 4 buckets
+    of the coarsest width (a week) per pair of points, it reads that width's buckets: one per week of the span."""
+    series = {"name": "exp_7", "metrics": ["metric_7"], "variants": ["variant_2"]}
+    groups = points // 2
+    params = series | {"groups": groups, "most_buckets": BUCKETS_PER_GROUP * groups}
+    read = rows_read(million, SERIES_DOWNSAMPLED, params)
+    returned = len(million.execute(SERIES_DOWNSAMPLED, params).fetchall())
+    assert read["run_values"] == 2, read
+    weeks = 53
+    assert read["series_buckets"] <= max(BUCKETS_PER_GROUP * groups, weeks), read
+    assert returned <= points
+    assert rows_read(million, SERIES_POINTS, series)["run_values"] == 5000  # what reading the runs would cost

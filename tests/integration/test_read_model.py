@@ -62,13 +62,35 @@ def expected_model(conn: psycopg.Connection) -> dict[str, Any]:
                            FILTER (WHERE jsonb_typeof(metadata->'directions') = 'object'), '[]')
            FROM experiments GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""
     ).fetchall()
-    return {"values": values, "counts": counts, "runs": runs}
+    return {"values": values, "counts": counts, "runs": runs, "buckets": expected_rollup(conn)}
+
+
+ROWS = 'SELECT name, metric, variant, "createdAt", value FROM experiments'
+
+
+def expected_rollup(conn: psycopg.Connection, rows: str = ROWS) -> list[tuple]:
+    """The series rollup (migration 0005) as the rows of `experiments` (or `rows`) define it, in Python: per
+    series, width and bucket of "createdAt", the count and the lowest and highest value (the earliest of equals)."""
+    widths = [width for (width,) in conn.execute("SELECT width FROM ingest.series_levels ORDER BY width")]
+    assert widths, "the rollup has levels"
+    buckets: dict[tuple, list[tuple[Decimal, datetime]]] = {}
+    for name, metric, variant, at, value in conn.execute(rows):
+        seconds = (at - datetime(1970, 1, 1)) // timedelta(seconds=1)
+        for width in widths:
+            buckets.setdefault((name, metric, variant, width, seconds // width), []).append((value, at))
+    rows = []
+    for key, values in sorted(buckets.items()):
+        low = min(values)
+        high = min(values, key=lambda pair: (-pair[0], pair[1]))
+        rows.append((*key, len(values), *low, *high))
+    return rows
 
 
 def assert_model_agrees(conn: psycopg.Connection) -> None:
     expected = expected_model(conn)
     assert conn.execute("SELECT * FROM ingest.run_values ORDER BY id").fetchall() == expected["values"]
     assert conn.execute("SELECT * FROM ingest.metric_counts ORDER BY 1, 2, 3").fetchall() == expected["counts"]
+    assert conn.execute("SELECT * FROM ingest.series_buckets ORDER BY 1, 2, 3, 4, 5").fetchall() == expected["buckets"]
     stored = conn.execute("SELECT * FROM ingest.runs ORDER BY 1, 2, 3").fetchall()
     assert [row[:4] for row in stored] == [row[:4] for row in expected["runs"]]
     for (*_, directions), (*_, allowed) in zip(stored, expected["runs"], strict=True):
@@ -232,6 +254,45 @@ def test_migration_builds_the_model_of_stored_rows(server_url: str, tmp_path: Pa
             assert_model_agrees(conn)
 
 
+def test_the_rollup_migration_builds_it_for_rows_stored_before(server_url: str, tmp_path: Path) -> None:
+    """0005 on a database whose read model (0003) already holds rows: the rollup of every stored row."""
+    before = tmp_path / "migrations"
+    before.mkdir()
+    for path in sorted(DEFAULT_MIGRATIONS_DIR.glob("*.sql")):
+        if path.name < "0005":
+            shutil.copy(path, before)
+    with scratch_database(server_url, "k6exp_rollup", migrate=False) as url:
+        apply_migrations(url, before)
+        with psycopg.connect(url, autocommit=True) as conn:
+            store(conn, report("old", "baseline", {"p95_ms": 300, "rps": 100}, START))
+            insert_series(conn, "old", ["a", "b"], ["p95_ms"], 500, value_sql="mod(i * 37, 101)")
+        assert apply_migrations(url) == ["0005_series_rollup"]
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM ingest.series_buckets").fetchone()[0] > 1000
+            assert_model_agrees(conn)
+            conn.execute("DELETE FROM experiments WHERE value > 50")
+            assert_model_agrees(conn)
+
+
+def test_the_rollup_follows_direct_sql_on_run_values(db) -> None:
+    """Writes to ingest.run_values past 0003's triggers (a repair by hand) still leave the rollup its summary."""
+    insert_series(db, "direct", ["a"], ["x", "y"], 300, value_sql="mod(i * 13, 29)")
+    of_values = "SELECT name, metric, variant, created_at, value FROM ingest.run_values"
+    db.execute(
+        "UPDATE ingest.run_values SET created_at = created_at + interval '5 hours', value = value + 7 "
+        "WHERE name = 'direct' AND value < 10"
+    )
+    assert db.execute("SELECT * FROM ingest.series_buckets ORDER BY 1, 2, 3, 4, 5").fetchall() == expected_rollup(
+        db, of_values
+    )
+    db.execute("DELETE FROM ingest.run_values WHERE name = 'direct' AND metric = 'y' AND value > 20")
+    assert db.execute("SELECT * FROM ingest.series_buckets ORDER BY 1, 2, 3, 4, 5").fetchall() == expected_rollup(
+        db, of_values
+    )
+    db.execute("SELECT ingest.rebuild_read_model()")
+    assert_model_agrees(db)
+
+
 # --- compare reads the model and answers as before -----------------------------------------------------------
 
 
@@ -332,6 +393,67 @@ def test_series_downsamples_to_min_and_max_per_bucket(query_app, db) -> None:
         runs = stored[bucket * 20 : (bucket + 1) * 20]
         kept = [p["value"] for p in points[bucket * 2 : bucket * 2 + 2]]
         assert sorted(kept) == sorted([min(runs), max(runs)])
+
+
+def reference_downsample(db, name: str, metric: str, variant: str, points: int) -> list[tuple[str, float]]:
+    """The rule of experiments.series, in Python over the rows: the finest width whose buckets over the series'
+    span are at most 4 * (points // 2), the span cut into points // 2 equal stretches of buckets, each keeping
+    its lowest and highest run (the earliest of equals)."""
+    runs = db.execute(
+        'SELECT "createdAt", value FROM experiments WHERE name = %s AND metric = %s AND variant = %s',
+        (name, metric, variant),
+    ).fetchall()
+    widths = [width for (width,) in db.execute("SELECT width FROM ingest.series_levels ORDER BY width")]
+    groups = points // 2
+
+    def bucket(at: datetime, width: int) -> int:
+        return ((at - datetime(1970, 1, 1)) // timedelta(seconds=1)) // width
+
+    first, last = min(at for at, _ in runs), max(at for at, _ in runs)
+    fitting = [w for w in widths if bucket(last, w) - bucket(first, w) + 1 <= 4 * groups]
+    width = fitting[0] if fitting else widths[-1]
+    span = bucket(last, width) - bucket(first, width) + 1
+    stretches: dict[int, list[tuple[Decimal, datetime]]] = {}
+    for at, value in runs:
+        stretches.setdefault((bucket(at, width) - bucket(first, width)) * groups // span, []).append((value, at))
+    kept = set()
+    for values in stretches.values():
+        kept.add(min(values))
+        kept.add(min(values, key=lambda pair: (-pair[0], pair[1])))
+    return [
+        (at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z", float(value))
+        for value, at in sorted(kept, key=lambda pair: (pair[1], pair[0]))
+    ]
+
+
+@pytest.mark.parametrize("points", [2, 7, 100, 600])
+def test_series_downsampled_from_the_rollup_keeps_each_stretchs_lowest_and_highest(query_app, db, points) -> None:
+    """Irregular times (bursts minutes apart, gaps of weeks), random values and ties: the points are exactly
+    the rule's, never more than asked, and the series' lowest and highest runs are among them."""
+    rng = random.Random(points)
+    at, rows = START, []
+    for i in range(1500):
+        at += rng.choice(
+            [
+                timedelta(minutes=rng.randint(0, 30)),
+                timedelta(hours=rng.randint(1, 30)),
+                timedelta(days=rng.randint(5, 40)) if rng.random() < 0.01 else timedelta(0),
+            ]
+        )
+        rows.append((f"ds{i}", "ds", "baseline", "p95", rng.choice([1, 2, 3, rng.randint(0, 10**5)]), at))
+    with db.cursor() as cursor:
+        cursor.executemany(
+            'INSERT INTO experiments (id, name, variant, metric, value, "createdAt") VALUES (%s, %s, %s, %s, %s, %s)',
+            rows,
+        )
+    query = {"name": ["ds"], "metric": ["p95"], "points": [str(points)]}
+    (series,) = get_multi(query_app, "/experiments/series", query).body["series"]
+    assert (series["totalRuns"], series["downsampled"]) == (1500, True)
+    got = [(p["createdAt"], p["value"]) for p in series["points"]]
+    assert got == reference_downsample(db, "ds", "p95", "baseline", points)
+    assert len(got) <= points
+    values = [value for _, value in got]
+    assert (min(values), max(values)) == (float(min(r[4] for r in rows)), float(max(r[4] for r in rows)))
 
 
 def test_series_and_metrics_errors(query_app, db, get) -> None:

@@ -15,7 +15,13 @@ from support import PRISMA_INIT_MIGRATION
 pytestmark = pytest.mark.integration
 
 # Every file of db/migrations, in the order they apply.
-MIGRATIONS = ["0001_experiments", "0002_idempotency_scope_and_expiry", "0003_runs_read_model", "0004_change_points"]
+MIGRATIONS = [
+    "0001_experiments",
+    "0002_idempotency_scope_and_expiry",
+    "0003_runs_read_model",
+    "0004_change_points",
+    "0005_series_rollup",
+]
 PRISMA_DDL = PRISMA_INIT_MIGRATION.read_text()
 
 CATALOG = {

@@ -4,10 +4,15 @@ Both read the read model in schema `ingest` (db/migrations/0003_runs_read_model.
 a series is one index range of `ingest.run_values` (only the metrics asked for, whatever else the runs hold),
 and the keys and run counts come from `ingest.metric_counts` without touching a run.
 
-A series with more runs than the chart has points is downsampled: its runs, oldest first, are cut into
-`points // 2` buckets of consecutive runs, and each bucket keeps its lowest and its highest run (one if they
-are the same run), in time order. Spikes and dips survive (an average would hide a single bad night), and a
-flat stretch costs two points per bucket. The response stays under Lambda's 6 MB (see `experiments.limits`).
+A series with more runs than the chart has points is downsampled from the rollup `ingest.series_buckets`
+(db/migrations/0005_series_rollup.sql), which keeps each series' lowest and highest run per time bucket at
+widths of 1 hour, 6 hours, 1 day and 1 week. The read takes the series' first and last time (two index
+probes), picks the finest width at which that span is at most `BUCKETS_PER_GROUP * (points // 2)` buckets
+(else the coarsest), cuts the span into `points // 2` equal stretches of time, and keeps each stretch's lowest
+and highest run (one if they are the same point), in time order. So it reads at most about twice as many rows
+as it returns (or one a week of the span, if more), however many runs are stored. Spikes and dips survive (an
+average would hide a single bad night), a flat stretch costs two points, and a stretch without runs costs
+none. The response stays under Lambda's 6 MB (see `experiments.limits`).
 """
 
 from __future__ import annotations
@@ -31,32 +36,62 @@ WHERE name = %(name)s AND metric = ANY(%(metrics)s)
   AND length(variant) <= %(max_variant_length)s
 """
 
-# Each series oldest first, downsampled in the database so only the points kept travel: one backward range
-# scan of the read model's index per series, numbered; past its limit a series is cut into limit / 2 buckets of
-# consecutive runs and each bucket keeps its lowest and highest run (the earliest of equals).
+# A level is read when the series' time span covers at most this many of its buckets per point pair kept.
+BUCKETS_PER_GROUP = 4
+
+# Each series that fits (no more runs than points) whole, oldest first: one range of the read model's index.
 SERIES_POINTS = """
-WITH numbered AS (
-    SELECT s.n, v.created_at, v.value, v.id, v.i, v.total
+SELECT s.n, to_char(v.created_at, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), v.value::float8
+FROM unnest(%(metrics)s::text[], %(variants)s::text[]) WITH ORDINALITY AS s(metric, variant, n)
+CROSS JOIN LATERAL (
+    SELECT r.created_at, r.value, r.id FROM ingest.run_values AS r
+    WHERE r.name = %(name)s AND r.metric = s.metric AND r.variant = s.variant
+) AS v
+ORDER BY s.n, v.created_at, v.id
+"""
+
+# Each longer series downsampled from the rollup: its first and last time (two probes of the read model's
+# index), the finest level whose buckets over that span are at most %(most_buckets)s (else the coarsest), that
+# level's buckets in the span (one range of the rollup's key), cut into %(groups)s equal stretches of time,
+# each keeping its lowest and its highest point (the earliest of equals).
+SERIES_DOWNSAMPLED = """
+WITH span AS (
+    SELECT s.n, s.metric, s.variant, w.width, w.first_bucket, w.buckets
     FROM unnest(%(metrics)s::text[], %(variants)s::text[]) WITH ORDINALITY AS s(metric, variant, n)
     CROSS JOIN LATERAL (
-        SELECT r.created_at, r.value, r.id, row_number() OVER w - 1 AS i, count(*) OVER () AS total
-        FROM ingest.run_values AS r
+        SELECT r.created_at FROM ingest.run_values AS r
         WHERE r.name = %(name)s AND r.metric = s.metric AND r.variant = s.variant
-        WINDOW w AS (ORDER BY r.created_at, r.id)
-    ) AS v
-), bucketed AS (
-    SELECT n, created_at, value, id, total, total > %(points)s AS downsampled,
-           CASE WHEN total > %(points)s THEN i * (%(points)s / 2) / total ELSE i END AS bucket
-    FROM numbered
-), ranked AS (
-    SELECT *, row_number() OVER (PARTITION BY n, bucket ORDER BY value, created_at, id) AS low,
-              row_number() OVER (PARTITION BY n, bucket ORDER BY value DESC, created_at, id) AS high
-    FROM bucketed
+        ORDER BY r.created_at LIMIT 1
+    ) AS f(first_at)
+    CROSS JOIN LATERAL (
+        SELECT r.created_at FROM ingest.run_values AS r
+        WHERE r.name = %(name)s AND r.metric = s.metric AND r.variant = s.variant
+        ORDER BY r.created_at DESC LIMIT 1
+    ) AS l(last_at)
+    CROSS JOIN LATERAL (
+        SELECT e.width, ingest.series_bucket(f.first_at, e.width) AS first_bucket,
+               ingest.series_bucket(l.last_at, e.width) - ingest.series_bucket(f.first_at, e.width) + 1 AS buckets
+        FROM ingest.series_levels AS e
+        ORDER BY ingest.series_bucket(l.last_at, e.width) - ingest.series_bucket(f.first_at, e.width) + 1
+                 > %(most_buckets)s,
+                 CASE WHEN ingest.series_bucket(l.last_at, e.width) - ingest.series_bucket(f.first_at, e.width) + 1
+                           <= %(most_buckets)s THEN e.width ELSE -e.width END
+        LIMIT 1
+    ) AS w
+), grouped AS (
+    SELECT span.n, (b.bucket - span.first_bucket) * %(groups)s / span.buckets AS g,
+           b.min_at, b.min_value, b.max_at, b.max_value
+    FROM span CROSS JOIN LATERAL (
+        SELECT * FROM ingest.series_buckets AS k
+        WHERE k.name = %(name)s AND k.metric = span.metric AND k.variant = span.variant AND k.width = span.width
+          AND k.bucket BETWEEN span.first_bucket AND span.first_bucket + span.buckets - 1
+    ) AS b
+), kept AS (
+    (SELECT DISTINCT ON (n, g) n, g, min_at AS at, min_value AS value FROM grouped ORDER BY n, g, min_value, min_at)
+    UNION
+    (SELECT DISTINCT ON (n, g) n, g, max_at, max_value FROM grouped ORDER BY n, g, max_value DESC, max_at)
 )
-SELECT n, to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), value::float8, total, downsampled
-FROM ranked
-WHERE NOT downsampled OR low = 1 OR high = 1
-ORDER BY n, created_at, id
+SELECT n, to_char(at, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), value::float8 FROM kept ORDER BY n, at, value
 """
 
 METRIC_KEYS = """
@@ -92,20 +127,26 @@ def metric_series(
     per_series = min(points, MAX_SERIES_TOTAL_POINTS // len(found))
 
     kept: list[list[SeriesPoint]] = [[] for _ in found]
-    runs = [row[2] for row in found]
-    downsampled = [False for _ in found]
-    lists = {
-        "name": name,
-        "metrics": [row[0] for row in found],
-        "variants": [row[1] for row in found],
-        "points": per_series,
-    }
-    for position, created_at, value, total, cut in connection.execute(SERIES_POINTS, lists):
-        kept[position - 1].append(SeriesPoint(createdAt=created_at, value=value))
-        runs[position - 1], downsampled[position - 1] = total, cut
+    whole = [position for position, row in enumerate(found) if row[2] <= per_series]
+    cut = [position for position, row in enumerate(found) if row[2] > per_series]
+    groups = per_series // 2
+    for positions, query, extra in (
+        (whole, SERIES_POINTS, {}),
+        (cut, SERIES_DOWNSAMPLED, {"groups": groups, "most_buckets": BUCKETS_PER_GROUP * groups}),
+    ):
+        if not positions:
+            continue
+        lists = {
+            "name": name,
+            "metrics": [found[p][0] for p in positions],
+            "variants": [found[p][1] for p in positions],
+            **extra,
+        }
+        for number, created_at, value in connection.execute(query, lists):
+            kept[positions[number - 1]].append(SeriesPoint(createdAt=created_at, value=value))
     series = [
-        MetricSeries(variant=variant, metric=metric, totalRuns=total, downsampled=cut, points=points_)
-        for (metric, variant, _), total, cut, points_ in zip(found, runs, downsampled, kept, strict=True)
+        MetricSeries(variant=variant, metric=metric, totalRuns=total, downsampled=total > per_series, points=points_)
+        for (metric, variant, total), points_ in zip(found, kept, strict=True)
     ]
     return SeriesReport(name=name, series=series)
 
