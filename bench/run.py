@@ -91,9 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         results["benchmarks"][name] = result
         print(module.table(result) + "\n", flush=True)
 
+    ran = results["benchmarks"]
+    if args.only and RESULTS.is_file():  # a partial run updates its own figures and keeps the others'
+        kept = json.loads(RESULTS.read_text())
+        kept["benchmarks"].update(ran)
+        results = kept | {"updated": results["started"]}
     RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"figures written to {RESULTS}")
-    return 1 if any("failed" in result for result in results["benchmarks"].values()) else 0
+    return 1 if any("failed" in result for result in ran.values()) else 0
 
 
 if __name__ == "__main__":
