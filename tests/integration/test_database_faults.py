@@ -215,7 +215,7 @@ def secret_for(database_url: str, **changes: object) -> dict[str, object]:
 def use_secret(monkeypatch: pytest.MonkeyPatch, arn: str, database_url: str) -> None:
     """The template's environment: the secret's ARN, DB_HOST and DB_NAME; no DATABASE_URL."""
     params = conninfo_to_dict(database_url)
-    monkeypatch.delenv("DATABASE_URL")
+    monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.setenv("DB_SECRET_ARN", arn)
     monkeypatch.setenv("DB_HOST", params.get("host") or "127.0.0.1")
     monkeypatch.setenv("DB_PORT", str(params.get("port") or 5432))

@@ -34,7 +34,7 @@ def tls_database(
     target = (params.get("host") or "127.0.0.1", int(params.get("port") or 5432))
     proxy = TlsProxy(target, certificates["cert"], certificates["key"])
     arn = secrets_manager.create({"username": params.get("user", "postgres"), "password": "unused-by-trust"})
-    monkeypatch.delenv("DATABASE_URL")
+    monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.delenv("DB_SSLMODE", raising=False)  # the default: verify-full
     monkeypatch.setenv("DB_SECRET_ARN", arn)
     monkeypatch.setenv("DB_HOST", "localhost")

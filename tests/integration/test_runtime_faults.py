@@ -113,7 +113,7 @@ def test_secrets_manager_that_never_answers_is_a_503_within_the_deadline(
 ) -> None:
     silent = SilentServer()
     point_aws_at(silent.url, monkeypatch)
-    monkeypatch.delenv("DATABASE_URL")
+    monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.setenv("DB_SECRET_ARN", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf")
     monkeypatch.setenv("DB_NAME", "unused")
     try:
