@@ -43,6 +43,7 @@ from experiments.models import (
     storable_text,
 )
 from experiments.names import experiment_label
+from experiments.params import Name, OptionalName, OptionalVariant, Variant
 from experiments.query import ListFilters, compare_variants, list_experiments
 from experiments.series import experiment_metrics, metric_series
 
@@ -53,10 +54,9 @@ app = APIGatewayRestResolver(enable_validation=True)
 register_error_handlers(app)
 database = Database()  # connects on the first request, then stays open while the instance is warm
 
-Text = Annotated[str | None, Query(min_length=1, max_length=200), AfterValidator(storable_text)]
-# Names and variants by the same rule as the reports' (experiments.names): NFC, so both spellings of `café` match.
-Label = Annotated[str | None, Query(min_length=1, max_length=200), AfterValidator(experiment_label)]
-Name = Annotated[str, Query(min_length=1, max_length=200), AfterValidator(experiment_label)]  # required
+OptionalMetricKey = Annotated[
+    str | None, Query(min_length=1, max_length=MAX_METRIC_KEY_LENGTH), AfterValidator(storable_text)
+]
 MetricKey = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_METRIC_KEY_LENGTH), AfterValidator(storable_text)
 ]
@@ -70,9 +70,9 @@ DASHBOARD_HTML = Path(__file__).with_name("dashboard.html")
     responses={200: {"description": "One page of rows, newest first"}, **error_responses(400, 422, 503)},
 )
 def get_experiments(
-    name: Label = None,
-    variant: Label = None,
-    metric: Text = None,
+    name: OptionalName = None,
+    variant: OptionalVariant = None,
+    metric: OptionalMetricKey = None,
     created_from: Annotated[ReportDate | None, Query(alias="from", description="ISO 8601, inclusive")] = None,
     created_to: Annotated[ReportDate | None, Query(alias="to", description="ISO 8601, exclusive")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -89,7 +89,7 @@ def get_experiments(
 )
 def get_comparison(
     name: Name,
-    baseline: Annotated[str, Query(min_length=1, max_length=100), AfterValidator(experiment_label)] = "baseline",
+    baseline: Variant = "baseline",
     runs: Annotated[int, Query(ge=1, le=MAX_COMPARE_RUNS, description="How many recent runs per variant")] = 5,
     threshold: Annotated[float, Query(ge=0, le=MAX_THRESHOLD_PCT, description="Smallest change in % to call")] = 5.0,
 ) -> ComparisonReport:

@@ -17,7 +17,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Que
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import AfterValidator, JsonValue, StringConstraints, ValidationError
+from pydantic import JsonValue, StringConstraints, ValidationError
 
 from experiments.auth import caller_id
 from experiments.config import METRICS_NAMESPACE, SERVICE_NAME, idempotency_key_ttl_days
@@ -27,15 +27,13 @@ from experiments.http import BODY_ROUTE, error_responses, parse_json, register_e
 from experiments.k6ingest import IngestOptions, report_body
 from experiments.k6summary import SummaryError
 from experiments.limits import (
-    MAX_NAME_LENGTH,
     MAX_QUERY_GLOB_LENGTH,
     MAX_QUERY_GLOBS,
     MAX_QUERY_NOTES_LENGTH,
     MAX_QUERY_TEXT_LENGTH,
-    MAX_VARIANT_LENGTH,
 )
 from experiments.models import ExperimentReport, ReportStored
-from experiments.names import experiment_label
+from experiments.params import Name, OptionalVariant
 from experiments.store import PurgeSchedule, RequestSource, purge_expired_keys, save_report
 
 logger = Logger(service=SERVICE_NAME)
@@ -82,11 +80,6 @@ Glob = Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_GLOB_
 QueryText = Annotated[str, StringConstraints(max_length=MAX_QUERY_TEXT_LENGTH)]
 
 
-def label(text: str | None) -> str | None:
-    """A name or variant by the reports' rule (experiments.names), so the error names the query parameter."""
-    return None if text is None else experiment_label(text)
-
-
 def globs(alias: str, description: str) -> Any:
     """A repeatable glob query parameter (`?metric=a&metric=b`)."""
     return Query(alias=alias, max_length=MAX_QUERY_GLOBS, description=description)
@@ -111,10 +104,8 @@ def globs(alias: str, description: str) -> Any:
 )
 def post_k6_summary(
     summary: Annotated[dict[str, JsonValue], Body(description="The k6 summary document, unchanged")],
-    name: Annotated[
-        str, Query(min_length=1, max_length=MAX_NAME_LENGTH, description="Experiment name"), AfterValidator(label)
-    ],
-    variant: Annotated[str | None, Query(min_length=1, max_length=MAX_VARIANT_LENGTH), AfterValidator(label)] = None,
+    name: Name,
+    variant: OptionalVariant = None,
     notes: Annotated[str | None, Query(max_length=MAX_QUERY_NOTES_LENGTH)] = None,
     metric: Annotated[list[Glob] | None, globs("metric", "Also report these (the reporter's --metric)")] = None,
     exclude_metric: Annotated[list[Glob] | None, globs("exclude-metric", "Do not report these")] = None,
