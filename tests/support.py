@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from devkit.lambdaevents import EVENTS_DIR, REPO_ROOT, LambdaContext, api_event, get_event, load_function
 from experiments.k6summary import parse_key, split_series
@@ -297,54 +298,92 @@ class ScriptedServer:
         self.close()
 
 
-class StallingProxy:
-    """A TCP proxy to PostgreSQL that can go silent: after `stall()` it keeps every connection open, old and new,
-    and forwards nothing more, like a server or network that stops answering without closing anything.
+def database_address(database_url: str) -> tuple[str, int]:
+    """(host, port) of a database URL; the host is a socket directory for a Unix-socket server (the embedded one)."""
+    params = conninfo_to_dict(database_url)
+    return params.get("host") or "127.0.0.1", int(params.get("port") or 5432)
 
-    `resume()` forwards new connections again; connections that stalled stay silent until `close()`.
-    `target` is `(host, port)`, or `(socket directory, port)` for a Unix-socket server (the embedded one).
+
+def connect_database(target: tuple[str, int]) -> socket.socket:
+    """A socket to the server at `target` (see `database_address`), over TCP or its Unix socket."""
+    host, port = target
+    if host.startswith("/"):
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        upstream.connect(f"{host}/.s.PGSQL.{port}")
+        return upstream
+    return socket.create_connection((host, port))
+
+
+class DatabaseRelay:
+    """A TCP relay in front of PostgreSQL that a test can make fail, the two ways a database goes away:
+
+    - `stall()`: silent. Every connection, old and new, stays open and nothing more is forwarded, like a server
+      or network that stops answering without closing anything. Connections that stalled stay silent.
+    - `cut()`: down. Every relayed connection is dropped, and new ones are accepted and closed at once, until
+      `restore()` (or, with `restore_after_first_refusal_s`, shortly after the first refusal).
+
+    `restore()` relays new connections again. Connect through `url` (the database URL with the relay's port).
     """
 
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.stalled = threading.Event()
-        self.closed = threading.Event()
-        self._sockets: list[socket.socket] = []
+    def __init__(self, database_url: str) -> None:
+        self.target = database_address(database_url)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
+        self.url = make_conninfo(database_url, host="127.0.0.1", port=str(self.port))
+        self.stalled = threading.Event()
+        self.closed = threading.Event()
+        self.up = True
+        self.refused = 0
+        self._restore_after_s: float | None = None
+        self._relayed: list[socket.socket] = []
+        self._silent: list[socket.socket] = []
+        self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def stall(self) -> None:
         self.stalled.set()
 
-    def resume(self) -> None:
+    def cut(self, restore_after_first_refusal_s: float | None = None) -> None:
+        """Drop every relayed connection and refuse new ones; optionally come back shortly after the first."""
+        with self._lock:
+            self.up = False
+            self._restore_after_s = restore_after_first_refusal_s
+            for sock in self._relayed:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._relayed.clear()
+
+    def restore(self) -> None:
+        with self._lock:
+            self.up = True
         self.stalled.clear()
 
     def close(self) -> None:
+        self.cut()
         self.closed.set()
-        for sock in [self._listener, *self._sockets]:
+        for sock in [self._listener, *self._silent]:
             with contextlib.suppress(OSError):
                 sock.close()
 
-    def _connect_upstream(self) -> socket.socket:
-        host, port = self.target
-        if host.startswith("/"):
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            upstream.connect(f"{host}/.s.PGSQL.{port}")
-            return upstream
-        return socket.create_connection((host, port))
-
     def _accept(self) -> None:
-        while not self.closed.is_set():
+        while True:
             try:
                 client, _ = self._listener.accept()
             except OSError:
-                return
-            self._sockets.append(client)
-            if self.stalled.is_set():
-                continue  # accepted, never answered
-            upstream = self._connect_upstream()
-            self._sockets.append(upstream)
+                return  # closed
+            with self._lock:
+                if not self.up:
+                    self.refused += 1
+                    if self.refused == 1 and self._restore_after_s is not None:
+                        threading.Timer(self._restore_after_s, self.restore).start()
+                    client.close()
+                    continue
+                if self.stalled.is_set():
+                    self._silent.append(client)  # accepted, never answered
+                    continue
+                upstream = connect_database(self.target)
+                self._relayed += [client, upstream]
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
 
@@ -481,12 +520,7 @@ class TlsProxy:
                 self.handshakes_failed += 1  # the client refused our certificate
                 return
             stack.callback(secure.close)
-            host, port = self.target
-            if host.startswith("/"):
-                upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                upstream.connect(f"{host}/.s.PGSQL.{port}")
-            else:
-                upstream = socket.create_connection((host, port))
+            upstream = connect_database(self.target)
             stack.callback(upstream.close)
             self._forward(secure, upstream)
 

@@ -8,12 +8,9 @@ retries, and under a k6 load of 20 VUs.
 from __future__ import annotations
 
 import base64
-import contextlib
 import http.client
 import json
-import socket
 import subprocess
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,10 +18,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from experiments.limits import column_value
-from support import count_rows
+from support import DatabaseRelay, count_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -236,91 +232,15 @@ def test_greedy_path_without_key_requirement_and_binary_body(echo_api: Any) -> N
 # ------------------------------------------------------------------------------------------- 503 + retry
 
 
-class DatabaseProxy:
-    """A TCP relay in front of PostgreSQL that the test can cut: every relayed connection is dropped and new
-    ones are accepted and closed at once (the database "is down") until `restore()`."""
-
-    def __init__(self, database_url: str) -> None:
-        params = conninfo_to_dict(database_url)
-        host, port = params.get("host") or "localhost", int(params.get("port") or 5432)
-        # pgserver's embedded server listens on a Unix socket in its data directory.
-        self.target: Any = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.url = make_conninfo(database_url, host="127.0.0.1", port=str(self.port))
-        self.up = True
-        self.refused = 0
-        self.restore_after_s: float | None = None
-        self._open: list[socket.socket] = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _upstream(self) -> socket.socket:
-        if isinstance(self.target, str):
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            upstream.connect(self.target)
-            return upstream
-        return socket.create_connection(self.target)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return  # listener closed
-            with self._lock:
-                if not self.up:
-                    self.refused += 1
-                    if self.refused == 1 and self.restore_after_s is not None:
-                        threading.Timer(self.restore_after_s, self.restore).start()
-                    client.close()
-                    continue
-                upstream = self._upstream()
-                self._open += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-    def cut(self, restore_after_first_refusal_s: float | None = None) -> None:
-        """Drop every open connection and refuse new ones; optionally come back shortly after the first."""
-        with self._lock:
-            self.up = False
-            self.restore_after_s = restore_after_first_refusal_s
-            for sock in self._open:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-            self._open.clear()
-
-    def restore(self) -> None:
-        with self._lock:
-            self.up = True
-
-    def close(self) -> None:
-        self.cut()
-        self.listener.close()
-
-
 @pytest.fixture
-def database_proxy(database_url: str) -> Iterator[DatabaseProxy]:
-    proxy = DatabaseProxy(database_url)
+def database_proxy(database_url: str) -> Iterator[DatabaseRelay]:
+    proxy = DatabaseRelay(database_url)
     yield proxy
     proxy.close()
 
 
 def test_reporter_retry_after_503_stores_the_report_exactly_once(
-    database_proxy: DatabaseProxy,
+    database_proxy: DatabaseRelay,
     local_api_on: Callable[..., Any],
     run_reporter: Callable[..., subprocess.CompletedProcess[str]],
     k6_summary: Path,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from support import TlsProxy, count_rows, make_certificates
+from support import TlsProxy, count_rows, database_address, make_certificates
 
 pytestmark = pytest.mark.integration
 
@@ -31,8 +31,7 @@ def tls_database(
 ) -> Iterator[TlsProxy]:
     """The handler reaches the test database through TLS, with an RDS-managed secret and the template's variables."""
     params = conninfo_to_dict(database_url)
-    target = (params.get("host") or "127.0.0.1", int(params.get("port") or 5432))
-    proxy = TlsProxy(target, certificates["cert"], certificates["key"])
+    proxy = TlsProxy(database_address(database_url), certificates["cert"], certificates["key"])
     arn = secrets_manager.create({"username": params.get("user", "postgres"), "password": "unused-by-trust"})
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.delenv("DB_SSLMODE", raising=False)  # the default: verify-full

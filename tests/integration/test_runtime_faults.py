@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from conftest import point_aws_at
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
 from experiments.limits import (
     REQUEST_DEADLINE_S,
@@ -24,7 +24,7 @@ from experiments.limits import (
     SECRETS_READ_TIMEOUT_S,
     SECRETS_WORST_CASE_S,
 )
-from support import REPO_ROOT, SilentServer, StallingProxy, count_rows, load_script
+from support import REPO_ROOT, DatabaseRelay, SilentServer, count_rows, load_script
 
 pytestmark = pytest.mark.integration
 
@@ -47,11 +47,9 @@ def test_the_request_deadline_is_8_seconds_below_the_function_timeout() -> None:
 
 
 @pytest.fixture
-def proxy(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[StallingProxy]:
-    """The test database behind a proxy that can go silent (connect through `proxy.url`), a short deadline."""
-    params = conninfo_to_dict(database_url)
-    proxy = StallingProxy((params.get("host") or "127.0.0.1", int(params.get("port") or 5432)))
-    proxy.url = make_conninfo(database_url, host="127.0.0.1", port=str(proxy.port))
+def proxy(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[DatabaseRelay]:
+    """The test database behind a relay that can go silent (connect through `proxy.url`), a short deadline."""
+    proxy = DatabaseRelay(database_url)
     monkeypatch.setenv("DB_REQUEST_DEADLINE_S", str(TEST_DEADLINE_S))
     yield proxy
     proxy.close()
@@ -78,7 +76,7 @@ def test_a_database_that_goes_silent_answers_503_by_the_deadline_and_the_connect
     assert TEST_DEADLINE_S <= elapsed < TEST_DEADLINE_S + 1.0  # without the watchdog: forever
     assert first_connection.closed
 
-    proxy.resume()
+    proxy.restore()
     assert post(REPORT, headers={"Idempotency-Key": "silent-1"}).status == 201  # a new connection
     assert report_app.database._connection is not first_connection
     assert count_rows(db) == 2 * METRICS
@@ -91,7 +89,7 @@ def test_a_database_silent_from_the_start_answers_503_by_the_deadline(proxy, rep
     answer, elapsed = timed(post, REPORT)
     assert answer.status == 503
     assert elapsed < max(TEST_DEADLINE_S, 2) + 1.0  # psycopg's smallest connect timeout is 2 s
-    proxy.resume()
+    proxy.restore()
     assert post(REPORT).status == 201
     assert count_rows(db) == METRICS
 
