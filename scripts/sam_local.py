@@ -428,9 +428,10 @@ def sam_environment() -> dict[str, str]:
 def sam_build(arch: str) -> Path:
     """`make build` for `arch` into its own folder under .aws-sam/sam-local; returns the built template."""
     build_dir, cache_dir = WORK_DIR / arch / "build", WORK_DIR / arch / "cache"
-    args = f"--build-dir {build_dir} --cache-dir {cache_dir} --parameter-overrides Architecture={arch}"
+    args = f"--cache-dir {cache_dir} --parameter-overrides Architecture={arch}"
     log(f"sam build ({arch})")
-    run(["make", "--no-print-directory", "build", f"SAM_BUILD_ARGS={args}"], cwd=REPO_ROOT, timeout=1200)
+    make = ["make", "--no-print-directory", "build", f"BUILD_DIR={build_dir}", f"SAM_BUILD_ARGS={args}"]
+    run(make, cwd=REPO_ROOT, timeout=1200)
     return build_dir / "template.yaml"
 
 
@@ -581,9 +582,9 @@ def api_checks(url: str, checks: Checks) -> None:
     def listed(field: str) -> Callable[[bytes], bool]:
         return lambda answer: bool(json.loads(answer).get(field))
 
-    # Warm-up, not checked: one request per function first. A cold start imports the layer without bytecode
-    # (sam build ships no .pyc), which on a busy machine can take longer than the functions' 10 s Timeout; the
-    # cold path is what the `sam local invoke` checks above exercise, one fresh container each.
+    # Warm-up, not checked: one request per function first. start-api starts a container per function on its
+    # first request, which on a busy machine can take longer than the functions' 10 s Timeout; the cold path is
+    # what the `sam local invoke` checks above exercise, one fresh container each.
     for method, path, payload, headers in (
         ("POST", "/experiments/report", b"{}", json_post),  # 422: nothing written
         ("GET", "/dashboard", None, {}),

@@ -50,9 +50,9 @@ def sam_builds(sam_venv: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     builds: dict[str, tuple[Path, subprocess.Popen[str]]] = {}
     for architecture, override in ARCHITECTURES.items():
         build_dir = root / architecture / "build"
-        sam_args = f"--build-dir {build_dir} --cache-dir {root / architecture / 'cache'} --no-cached {override}"
+        sam_args = f"--cache-dir {root / architecture / 'cache'} --no-cached {override}"
         process = subprocess.Popen(
-            ["make", "--no-print-directory", "build", f"SAM_BUILD_ARGS={sam_args.strip()}"],
+            ["make", "--no-print-directory", "build", f"BUILD_DIR={build_dir}", f"SAM_BUILD_ARGS={sam_args.strip()}"],
             cwd=REPO_ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

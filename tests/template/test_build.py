@@ -138,7 +138,33 @@ def test_each_function_folder_holds_only_its_handler(sam_builds: dict[str, Path]
     """Dependencies live in the layer, once; a function zip with its own copy would shadow it."""
     for name in ("ReportFunction", "AuthorizerFunction", "MigrateFunction"):
         contents = {path.name for path in (sam_builds["x86_64"] / name).iterdir()}
-        assert contents <= {"app.py", "migrations"}, f"{name}: {contents}"
+        assert contents <= {"app.py", "migrations", "__pycache__"}, f"{name}: {contents}"
+
+
+PYC_HASH_BASED = 0b01  # the pyc header's flags (PEP 552): bit 0 hash-based, bit 1 check the source's hash
+
+
+def test_every_module_ships_as_bytecode_for_python312(sam_builds: dict[str, Path]) -> None:
+    """`make build` compiles what sam build produced: Lambda's folders are read-only, so a module without bytecode
+    would be compiled from source on every cold start. Unchecked (the files never change), with deployed paths."""
+    build = sam_builds["arm64"]  # never run here, so no bytecode of a local run can be in it
+    functions = ("ReportFunction", "QueryFunction", "AuthorizerFunction", "MigrateFunction")
+    deployed = {build / "CommonLayer" / "python": "/opt/python"} | {build / name: "/var/task" for name in functions}
+    for root, prefix in deployed.items():
+        sources = sorted(root.rglob("*.py"))
+        assert len(sources) > (100 if prefix == "/opt/python" else 0), root
+        problems = []
+        for source in sources:
+            compiled = source.parent / "__pycache__" / f"{source.stem}.cpython-312.pyc"
+            if not compiled.is_file():
+                problems.append(f"no bytecode: {source.relative_to(build)}")
+                continue
+            header = compiled.read_bytes()
+            flags = int.from_bytes(header[4:8], "little")
+            deployed_path = f"{prefix}/{source.relative_to(root)}".encode()
+            if flags != PYC_HASH_BASED or deployed_path not in header:
+                problems.append(f"{compiled.relative_to(build)}: flags {flags:#b}, {deployed_path!r} missing")
+        assert not problems, problems[:10]
 
 
 def event_files() -> list[Path]:
