@@ -44,6 +44,13 @@ RESERVED_METADATA_KEYS = frozenset({"rawFile", "ingest", "notStored"})
 MAX_DIRECTION_GLOBS = 100
 
 
+class Schema(BaseModel):
+    """Base of every wire shape. Each model's validator is built when it is first used, not at import: a function
+    builds only the shapes its own routes use (cold start)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
 def storable_text(text: str) -> str:
     """Reject what PostgreSQL cannot store in TEXT or JSONB: NUL characters and lone surrogates."""
     if "\x00" in text:
@@ -141,7 +148,7 @@ ReportDate = Annotated[datetime, BeforeValidator(parse_iso_datetime), AfterValid
 Metadata = Annotated[dict[str, JsonValue], AfterValidator(check_metadata)]
 
 
-class ExperimentReport(BaseModel):
+class ExperimentReport(Schema):
     """The body of `POST /experiments/report`: the original doc's reporter payload plus `variant` and `metadata`."""
 
     model_config = ConfigDict(extra="forbid")
@@ -199,13 +206,13 @@ class ExperimentReport(BaseModel):
         return {key: value for key, value in self.metricsSummary.items() if column_value(value) is None}
 
 
-class NotStored(BaseModel):
+class NotStored(Schema):
     metric: str
     value: float
     reason: str
 
 
-class ReportStored(BaseModel):
+class ReportStored(Schema):
     """The 201 answer (and the 200 replay of it): what was stored, with the id of each metric's row."""
 
     name: str
@@ -217,12 +224,12 @@ class ReportStored(BaseModel):
     )
 
 
-class ErrorDetail(BaseModel):
+class ErrorDetail(Schema):
     field: str = Field(description="where the problem is, e.g. metricsSummary.p95_ms or header Idempotency-Key")
     reason: str
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(Schema):
     """Every error answer of the API."""
 
     error: str = Field(description="machine-readable code, e.g. validation_failed")
@@ -230,7 +237,7 @@ class ErrorBody(BaseModel):
     details: list[ErrorDetail] = Field(default_factory=list)
 
 
-class GatewayError(BaseModel):
+class GatewayError(Schema):
     """API Gateway's own answer, before any function runs: 403 when the API key is missing or wrong."""
 
     message: str = Field(description="e.g. Forbidden")
@@ -239,7 +246,7 @@ class GatewayError(BaseModel):
 # --- reading back -------------------------------------------------------------------------------------------
 
 
-class ExperimentRow(BaseModel):
+class ExperimentRow(Schema):
     """One row of `experiments`, as `GET /experiments` lists it."""
 
     id: str
@@ -254,12 +261,12 @@ class ExperimentRow(BaseModel):
     createdAt: str = Field(description="UTC, ISO 8601 with milliseconds")
 
 
-class ExperimentPage(BaseModel):
+class ExperimentPage(Schema):
     items: list[ExperimentRow]
     nextCursor: str | None = Field(description="Pass as `cursor` for the next (older) page; null on the last")
 
 
-class VariantSummary(BaseModel):
+class VariantSummary(Schema):
     """One variant's recent runs of one metric, and its verdict against the baseline."""
 
     variant: str
@@ -274,7 +281,7 @@ class VariantSummary(BaseModel):
     pValue: float | None = None
 
 
-class MetricComparison(BaseModel):
+class MetricComparison(Schema):
     metric: str
     k6Metric: str = Field(description="The k6 metric the key reads back to (the key itself for other keys)")
     tags: dict[str, str] = Field(description='The key\'s tags, e.g. {"name": "GET /products/:id"}')
@@ -283,7 +290,7 @@ class MetricComparison(BaseModel):
     variants: list[VariantSummary]
 
 
-class ComparisonReport(BaseModel):
+class ComparisonReport(Schema):
     name: str
     baseline: str
     runs: int
@@ -291,12 +298,12 @@ class ComparisonReport(BaseModel):
     metrics: list[MetricComparison]
 
 
-class SeriesPoint(BaseModel):
+class SeriesPoint(Schema):
     createdAt: str = Field(description="UTC, ISO 8601 with milliseconds")
     value: float
 
 
-class MetricSeries(BaseModel):
+class MetricSeries(Schema):
     """One metric of one variant over time, oldest first."""
 
     variant: str
@@ -306,23 +313,23 @@ class MetricSeries(BaseModel):
     points: list[SeriesPoint]
 
 
-class SeriesReport(BaseModel):
+class SeriesReport(Schema):
     name: str
     series: list[MetricSeries]
 
 
-class MetricInfo(BaseModel):
+class MetricInfo(Schema):
     metric: str
     higherIsBetter: bool | None = Field(description="null when neither direction is known")
 
 
-class MetricList(BaseModel):
+class MetricList(Schema):
     name: str
     metrics: list[MetricInfo] = Field(description="The experiment's metric keys, sorted")
     truncated: bool = Field(default=False, description="True when more keys are stored than listed")
 
 
-class ChangePointOut(BaseModel):
+class ChangePointOut(Schema):
     """One change point of a variant's metric over time, as Apache Otava found it (`make regressions`)."""
 
     variant: str
@@ -336,6 +343,6 @@ class ChangePointOut(BaseModel):
     verdict: str = Field(description="better, worse, or changed (neither direction known for the metric)")
 
 
-class ChangesReport(BaseModel):
+class ChangesReport(Schema):
     name: str
     changes: list[ChangePointOut] = Field(description="Oldest first; empty when the last analysis found none")
