@@ -119,6 +119,7 @@ resolver = APIGatewayRestResolver(enable_validation=True)
 imported = time.perf_counter()""",
 )
 
+assert LIBRARIES != REFERENCE, "the libraries child must import more than the reference"
 CHILDREN = {"ours": OURS, "libraries": LIBRARIES, "reference": REFERENCE}
 
 

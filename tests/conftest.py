@@ -25,6 +25,7 @@ from experiments.config import secrets_provider
 from support import (
     REPO_ROOT,
     Answer,
+    DatabaseRelay,
     LambdaContext,
     SecretsManager,
     api_event,
@@ -58,6 +59,14 @@ def db(database_url: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("TRUNCATE experiments, ingest.idempotency_keys")
         yield conn
+
+
+@pytest.fixture
+def database_relay(database_url: str) -> Iterator[DatabaseRelay]:
+    """The test database behind a relay the test can stall or cut (connect through `database_relay.url`)."""
+    relay = DatabaseRelay(database_url)
+    yield relay
+    relay.close()
 
 
 def function_on_test_database(name: str, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:

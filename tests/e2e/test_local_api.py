@@ -12,7 +12,7 @@ import http.client
 import json
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -232,22 +232,15 @@ def test_greedy_path_without_key_requirement_and_binary_body(echo_api: Any) -> N
 # ------------------------------------------------------------------------------------------- 503 + retry
 
 
-@pytest.fixture
-def database_proxy(database_url: str) -> Iterator[DatabaseRelay]:
-    proxy = DatabaseRelay(database_url)
-    yield proxy
-    proxy.close()
-
-
 def test_reporter_retry_after_503_stores_the_report_exactly_once(
-    database_proxy: DatabaseRelay,
+    database_relay: DatabaseRelay,
     local_api_on: Callable[..., Any],
     run_reporter: Callable[..., subprocess.CompletedProcess[str]],
     k6_summary: Path,
     http: Callable[..., Any],
     db: psycopg.Connection,
 ) -> None:
-    api = local_api_on(database_proxy.url)
+    api = local_api_on(database_relay.url)
     key = {"EXPERIMENTS_API_KEY": api.api_key}
     dry = run_reporter(k6_summary, api.url, "e2e_retry", "--variant", "baseline", "--dry-run", env=key)
     values_sent = json.loads(dry.stdout)["metricsSummary"].values()
@@ -257,11 +250,11 @@ def test_reporter_retry_after_503_stores_the_report_exactly_once(
 
     # The database drops the handler's connection and refuses it for half a second: the first attempt gets a
     # 503 with Retry-After, the reporter waits that long and its second attempt is stored.
-    database_proxy.cut(restore_after_first_refusal_s=0.5)
+    database_relay.cut(restore_after_first_refusal_s=0.5)
     done = run_reporter(k6_summary, api.url, "e2e_retry", "--variant", "baseline", env=key)
 
     assert done.returncode == 0, done.stdout + done.stderr + api.log_tail()
-    assert database_proxy.refused >= 1
+    assert database_relay.refused >= 1
     assert "HTTP 503" in done.stderr
     statuses = [
         line.split('"')[2].split()[0] for line in api.log.read_text().splitlines() if "POST /experiments" in line

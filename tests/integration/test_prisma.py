@@ -204,9 +204,8 @@ def test_prisma_generates_our_ddl(prisma6: Run, empty_database: str, tmp_path: P
     prisma6("migrate", "diff", *generate, database=empty_database)  # connects (the adapter) though it reads nothing
     generated = script.read_text()
 
-    assert (
-        generated == PRISMA_INIT_MIGRATION.read_text()
-    )  # the backend's init migration is exactly what Prisma generates
+    # The backend's init migration is exactly what Prisma generates.
+    assert generated == PRISMA_INIT_MIGRATION.read_text()
     assert statements(generated) == statements(OUR_MIGRATION.read_text())
     assert len(statements(generated)) == 5  # the table and its four indexes
 

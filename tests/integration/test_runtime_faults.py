@@ -47,12 +47,10 @@ def test_the_request_deadline_is_8_seconds_below_the_function_timeout() -> None:
 
 
 @pytest.fixture
-def proxy(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[DatabaseRelay]:
+def proxy(database_relay: DatabaseRelay, monkeypatch: pytest.MonkeyPatch) -> DatabaseRelay:
     """The test database behind a relay that can go silent (connect through `proxy.url`), a short deadline."""
-    proxy = DatabaseRelay(database_url)
     monkeypatch.setenv("DB_REQUEST_DEADLINE_S", str(TEST_DEADLINE_S))
-    yield proxy
-    proxy.close()
+    return database_relay
 
 
 def timed(call, *args, **kwargs):
